@@ -1,0 +1,44 @@
+"""Shared test fixtures: paths, the real DAUB clips beside the checkout, and tiny hand-made sequences."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED = Path(os.environ.get("SSTNET_SHARED", REPO.parent / "shared"))
+DAUB_REAL = SHARED / "data" / "daub_real"
+
+
+@pytest.fixture
+def daub_real() -> Path:
+    """The six real DAUB clips in ../shared; tests using them skip only when the folder is absent."""
+    if not (DAUB_REAL / "annotations").is_dir():
+        pytest.skip(f"{DAUB_REAL} not present")
+    return DAUB_REAL
+
+
+def write_frames(folder: Path, numbers, size=(32, 48), suffix=".bmp", value_of=lambda n: 10 * n) -> list[Path]:
+    """Write constant grey frames named by ``numbers`` whose intensity tells which frame it is."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for number in numbers:
+        path = folder / f"{number}{suffix}"
+        cv2.imwrite(str(path), np.full((*size, 3), value_of(number), np.uint8))
+        paths.append(path)
+    return paths
+
+
+def write_coco(path: Path, images: list[dict], annotations: list[dict], categories=None) -> Path:
+    """Write a COCO file; image and annotation dicts are taken as given (ids included)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"images": images, "annotations": annotations,
+            "categories": categories if categories is not None else [{"id": 1, "name": "target"}]}
+    path.write_text(json.dumps(data))
+    return path

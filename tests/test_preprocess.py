@@ -1,0 +1,90 @@
+"""Letterbox, normalisation and augmentation: exact geometry on hand-made images."""
+import numpy as np
+import pytest
+
+from utils.errors import SSTNetError
+from utils.preprocess import (MEAN, STD, AugmentParams, Letterbox, augment_boxes, augment_image, normalize,
+                              parse_input_shape, preprocess_frame)
+
+
+def test_box_maps_onto_the_pasted_pixels_it_covers():
+    # 32×64 (h×w) frame with a white block; letterboxed into 128×128 the scale is exactly 2 and the frame is
+    # pasted 32 rows down, so the block must land where the mapped box says.
+    image = np.zeros((32, 64, 3), np.uint8)
+    image[8:12, 10:20] = 255
+    letterbox = Letterbox.fit(image.shape[:2], (128, 128))
+    assert letterbox.new_hw == (64, 128) and letterbox.offset_yx == (32, 0)
+    canvas = letterbox.apply(image)
+    (x1, y1, x2, y2, cls), = letterbox.map_boxes(np.array([[10, 8, 20, 12, 0]], np.float32))
+    assert (x1, y1, x2, y2, cls) == (20, 48, 40, 56, 0)
+    x1, y1, x2, y2 = int(x1), int(y1), int(x2), int(y2)
+    # Bicubic ringing reaches 2 px from an edge at 2× upsampling; beyond that the pixels are exact.
+    assert (canvas[y1 + 2:y2 - 2, x1 + 2:x2 - 2] == 255).all()
+    outside = canvas[32:96].copy()
+    outside[y1 - 32 - 3:y2 - 32 + 3, max(x1 - 3, 0):x2 + 3] = 0
+    assert (outside == 0).all()
+    # Rows above and below the pasted frame are the grey canvas.
+    assert (canvas[:32] == 128).all() and (canvas[96:] == 128).all()
+
+
+def test_odd_padding_is_floored_and_size_truncated():
+    letterbox = Letterbox.fit((100, 300), (96, 96))
+    # scale = min(96/300, 96/100) = 0.32 → new 32×96, padding (96-32)//2 = 32
+    assert letterbox.new_hw == (32, 96) and letterbox.offset_yx == (32, 0)
+    letterbox = Letterbox.fit((33, 100), (64, 64))
+    scale = min(64 / 100, 64 / 33)
+    assert letterbox.new_hw == (int(33 * scale), int(100 * scale))
+    assert letterbox.offset_yx == ((64 - int(33 * scale)) // 2, 0)
+
+
+def test_boxes_are_clipped_and_thin_ones_dropped():
+    letterbox = Letterbox.fit((64, 64), (64, 64))
+    boxes = np.array([[-5, 10, 20, 30, 0], [60, 60, 70, 70, 0], [10, 10, 11, 30, 0], [63.5, 0, 70, 10, 0]], np.float32)
+    mapped = letterbox.map_boxes(boxes)
+    np.testing.assert_array_equal(mapped, [[0, 10, 20, 30, 0], [60, 60, 64, 64, 0]])
+    assert letterbox.map_boxes(np.zeros((0, 5), np.float32)).shape == (0, 5)
+
+
+def test_normalisation_and_channel_order():
+    image = np.zeros((2, 2, 3), np.uint8)
+    image[..., 0], image[..., 1], image[..., 2] = 0, 128, 255
+    data = normalize(image)
+    assert data.shape == (3, 2, 2) and data.dtype == np.float32
+    expected = (np.array([0, 128, 255]) / 255 - MEAN) / STD
+    np.testing.assert_allclose(data[:, 0, 0], expected, rtol=1e-6)
+
+
+def test_preprocess_frame_pads_with_normalised_grey():
+    data, letterbox = preprocess_frame(np.zeros((32, 64, 3), np.uint8), (64, 64))
+    assert data.shape == (3, 64, 64) and letterbox.offset_yx == (16, 0)
+    np.testing.assert_allclose(data[:, 0, 0], (128 / 255 - MEAN) / STD, rtol=1e-6)
+    np.testing.assert_allclose(data[:, 20, 0], -MEAN / STD, rtol=1e-6)
+
+
+@pytest.mark.parametrize("text,expected", [(512, (512, 512)), ("256", (256, 256)), ("384x640", (384, 640)),
+                                           ((64, 96), (64, 96))])
+def test_parse_input_shape(text, expected):
+    assert parse_input_shape(text) == expected
+
+
+@pytest.mark.parametrize("text", ["500", "abc", "0", "64x65", "1x2x3"])
+def test_parse_input_shape_rejects(text):
+    with pytest.raises(SSTNetError, match="--input-size"):
+        parse_input_shape(text)
+
+
+def test_flip_moves_image_and_boxes_together():
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[10:20, 5:15] = 200
+    params = AugmentParams(flip=True, hsv_gains=(1.0, 1.0, 1.0))
+    flipped = augment_image(image, params)
+    (x1, y1, x2, y2, _), = augment_boxes(np.array([[5, 10, 15, 20, 0]], np.float32), params, 64)
+    assert (x1, x2) == (49, 59)
+    assert (flipped[int(y1):int(y2), int(x1):int(x2)] == 200).all()
+    assert flipped.sum() == image.sum()
+
+
+def test_value_gain_scales_brightness():
+    image = np.full((4, 4, 3), 100, np.uint8)
+    brighter = augment_image(image, AugmentParams(flip=False, hsv_gains=(1.0, 1.0, 1.3)))
+    assert abs(int(brighter[0, 0, 0]) - 130) <= 1

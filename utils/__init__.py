@@ -1,0 +1,1 @@
+"""Data, boxes, metrics, training and inference utilities for SSTNet."""

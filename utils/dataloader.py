@@ -1,0 +1,105 @@
+"""The sequence dataset: T-frame windows ending at each annotated key frame, for both DAUB and IRDST layouts."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .annotations import FrameRecord, read_coco, read_index
+from .errors import SSTNetError
+from .images import read_frame
+from .preprocess import Letterbox, augment_boxes, augment_image, draw_augmentation, normalize
+from .sequence import SequenceFolders
+
+
+class SequenceDataset(Dataset):
+    """Samples of ``num_frame`` consecutive frames (key frame last) with the key frame's boxes.
+
+    ``__getitem__`` returns a 3×T×H×W float32 array and an n×5 float32 array of (cx, cy, w, h, cls) in input
+    pixels. Every window is checked when the dataset is built, so a missing frame fails at once, not mid-epoch.
+    Augmentation (off by default, as the release trains) draws one flip and one HSV jitter per sample from a
+    generator seeded by (seed, epoch, index), so runs and resumed runs see the same draws.
+    """
+
+    def __init__(self, records: Sequence[FrameRecord], input_shape: tuple[int, int], num_frame: int = 5,
+                 augment: bool = False, seed: int = 0, source: str = "dataset") -> None:
+        if num_frame < 2:
+            raise SSTNetError(f"--num-frame {num_frame}: SSTNet needs at least 2 frames per sample")
+        if not records:
+            raise SSTNetError(f"{source}: no annotated frames to load")
+        self.records = list(records)
+        self.input_shape = tuple(input_shape)
+        self.num_frame = num_frame
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        folders = SequenceFolders()
+        self.windows = [folders.window(record.path, num_frame) for record in self.records]
+
+    @classmethod
+    def from_coco(cls, json_path: str | os.PathLike, root: str | os.PathLike, input_shape: tuple[int, int],
+                  num_frame: int = 5, **kwargs) -> "SequenceDataset":
+        """Annotated frames of a COCO file whose ``file_name`` entries are relative to ``root``."""
+        return cls(read_coco(json_path, root).records, input_shape, num_frame, source=str(json_path), **kwargs)
+
+    @classmethod
+    def from_index(cls, txt_path: str | os.PathLike, root: str | os.PathLike | None, input_shape: tuple[int, int],
+                   num_frame: int = 5, **kwargs) -> "SequenceDataset":
+        """Frames of an index txt; relative paths are resolved against ``root``."""
+        return cls(read_index(txt_path, root), input_shape, num_frame, source=str(txt_path), **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draws of ``epoch`` (workers are re-created each epoch and copy this)."""
+        self.epoch = epoch
+
+    def load_window(self, index: int) -> tuple[list[np.ndarray], list[Letterbox]]:
+        """Letterboxed uint8 frames of sample ``index`` (oldest first) and the letterbox of each."""
+        frames, letterboxes = [], []
+        for path in self.windows[index]:
+            image = read_frame(path)
+            letterbox = Letterbox.fit(image.shape[:2], self.input_shape)
+            frames.append(letterbox.apply(image))
+            letterboxes.append(letterbox)
+        return frames, letterboxes
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        frames, letterboxes = self.load_window(index)
+        boxes = letterboxes[-1].map_boxes(self.records[index].boxes)
+        if self.augment:
+            params = draw_augmentation(np.random.default_rng((self.seed, self.epoch, index)))
+            frames = [augment_image(frame, params) for frame in frames]
+            boxes = augment_boxes(boxes, params, self.input_shape[1])
+        sample = np.stack([normalize(frame) for frame in frames], axis=1)
+        return sample, xyxy_to_cxcywh_targets(boxes)
+
+
+def xyxy_to_cxcywh_targets(boxes: np.ndarray) -> np.ndarray:
+    """n×5 (x1, y1, x2, y2, cls) → n×5 (cx, cy, w, h, cls)."""
+    targets = boxes.copy()
+    targets[:, 2:4] = boxes[:, 2:4] - boxes[:, 0:2]
+    targets[:, 0:2] = boxes[:, 0:2] + targets[:, 2:4] / 2
+    return targets
+
+
+def sequence_collate(batch: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Stack samples into B×3×T×H×W and keep the per-sample n×5 targets as a list."""
+    images = torch.from_numpy(np.stack([sample for sample, _ in batch]))
+    targets = [torch.from_numpy(boxes) for _, boxes in batch]
+    return images, targets
+
+
+def resolve_dataset_root(root: str | os.PathLike) -> Path:
+    """Check that a dataset root exists and is a folder."""
+    root = Path(root)
+    if not root.exists():
+        raise SSTNetError(f"{root}: dataset root not found")
+    if not root.is_dir():
+        raise SSTNetError(f"{root}: dataset root is not a folder")
+    return root

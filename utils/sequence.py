@@ -1,0 +1,58 @@
+"""Sequences on disk: frames named by their integer index inside one folder per sequence, and T-frame windows."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import SSTNetError
+
+
+def frame_number(path: Path) -> int:
+    """The integer index a frame is named by (``12.bmp`` → 12)."""
+    try:
+        return int(path.stem)
+    except ValueError:
+        raise SSTNetError(f"{path}: frame names must be integer indices like 0.bmp, 1.bmp, ...") from None
+
+
+class SequenceFolders:
+    """Knows which frames each sequence folder holds (scanned once per folder) and builds sample windows."""
+
+    def __init__(self) -> None:
+        self._numbers: dict[tuple[Path, str], frozenset[int]] = {}
+
+    def frame_numbers(self, folder: Path, suffix: str) -> frozenset[int]:
+        """Integer indices of the frames with ``suffix`` in ``folder``."""
+        key = (folder, suffix.lower())
+        if key not in self._numbers:
+            try:
+                names = os.listdir(folder)
+            except FileNotFoundError:
+                raise SSTNetError(f"{folder}: sequence folder not found") from None
+            except NotADirectoryError:
+                raise SSTNetError(f"{folder}: expected a sequence folder") from None
+            numbers = set()
+            for name in names:
+                stem, ext = os.path.splitext(name)
+                if ext.lower() == key[1] and stem.isdigit():
+                    numbers.add(int(stem))
+            self._numbers[key] = frozenset(numbers)
+        return self._numbers[key]
+
+    def window(self, key_frame: Path, num_frame: int) -> list[Path]:
+        """The ``num_frame`` paths ending at ``key_frame``, oldest first (key frame last).
+
+        History indices below the first frame of the sequence on disk are clamped to it, so a window at the
+        start of a sequence repeats its first frame. Frames use the key frame's extension.
+        """
+        key_number = frame_number(key_frame)
+        present = self.frame_numbers(key_frame.parent, key_frame.suffix)
+        if key_number not in present:
+            raise SSTNetError(f"{key_frame}: key frame not found")
+        first = min(present)
+        numbers = [max(key_number - offset, first) for offset in range(num_frame - 1, -1, -1)]
+        for number in numbers:
+            if number not in present:
+                missing = key_frame.with_name(f"{number}{key_frame.suffix}")
+                raise SSTNetError(f"{missing}: frame not found, needed by the {num_frame}-frame window of {key_frame}")
+        return [key_frame.with_name(f"{number}{key_frame.suffix}") for number in numbers]
