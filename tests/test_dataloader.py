@@ -137,7 +137,7 @@ def test_real_daub_frames_and_boxes(daub_real, size):
         np.testing.assert_allclose(targets[0], [(x1 + x2) / 2 * scale, (y1 + y2) / 2 * scale,
                                                 (x2 - x1) * scale, (y2 - y1) * scale, 0])
         key = sample[0, -1] * STD[0] + MEAN[0]
-        cx, cy, w, h = (targets[0, :4]).astype(int)
+        cx, cy, w, h = targets[0, :4].int().tolist()
         inside = key[cy - h // 2:cy + h // 2, cx - w // 2:cx + w // 2]
         # The aircraft is brighter than the frame around it.
         assert inside.max() > np.median(key) + 0.1

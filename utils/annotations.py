@@ -30,11 +30,12 @@ class FrameRecord:
 
 @dataclass
 class CocoGroundTruth:
-    """A validated COCO file: its records (annotated frames first in file order) and category ids by class index."""
+    """A validated COCO file: annotated and unannotated frame records, category ids by class index, the raw json."""
 
     records: list[FrameRecord]
     category_ids: list[int]
     unannotated: list[FrameRecord] = field(default_factory=list)
+    data: dict = field(default_factory=dict)
 
 
 def empty_boxes() -> np.ndarray:
@@ -155,7 +156,7 @@ def read_coco(json_path: str | os.PathLike, root: str | os.PathLike | None = Non
         boxes = np.array(boxes_of[image_id], dtype=np.float32) if image_id in boxes_of else empty_boxes()
         record = FrameRecord(_resolve(image["file_name"], root), boxes, image_id)
         (records if len(boxes) else unannotated).append(record)
-    return CocoGroundTruth(records, category_ids, unannotated)
+    return CocoGroundTruth(records, category_ids, unannotated, data)
 
 
 _BOX_TOKEN = re.compile(r"^[^,\s]+(,[^,\s]+)+$")

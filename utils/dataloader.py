@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .annotations import FrameRecord, read_coco, read_index
+from .boxes import xyxy_to_cxcywh
 from .errors import SSTNetError
 from .images import read_frame
 from .preprocess import Letterbox, augment_boxes, augment_image, draw_augmentation, normalize
@@ -19,7 +20,7 @@ from .sequence import SequenceFolders
 class SequenceDataset(Dataset):
     """Samples of ``num_frame`` consecutive frames (key frame last) with the key frame's boxes.
 
-    ``__getitem__`` returns a 3×T×H×W float32 array and an n×5 float32 array of (cx, cy, w, h, cls) in input
+    ``__getitem__`` returns a 3×T×H×W float32 array and an n×5 float32 tensor of (cx, cy, w, h, cls) in input
     pixels. Every window is checked when the dataset is built, so a missing frame fails at once, not mid-epoch.
     Augmentation (off by default, as the release trains) draws one flip and one HSV jitter per sample from a
     generator seeded by (seed, epoch, index), so runs and resumed runs see the same draws.
@@ -69,7 +70,7 @@ class SequenceDataset(Dataset):
             letterboxes.append(letterbox)
         return frames, letterboxes
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, torch.Tensor]:
         frames, letterboxes = self.load_window(index)
         boxes = letterboxes[-1].map_boxes(self.records[index].boxes)
         if self.augment:
@@ -77,22 +78,15 @@ class SequenceDataset(Dataset):
             frames = [augment_image(frame, params) for frame in frames]
             boxes = augment_boxes(boxes, params, self.input_shape[1])
         sample = np.stack([normalize(frame) for frame in frames], axis=1)
-        return sample, xyxy_to_cxcywh_targets(boxes)
+        targets = torch.from_numpy(boxes)
+        targets[:, :4] = xyxy_to_cxcywh(targets[:, :4])
+        return sample, targets
 
 
-def xyxy_to_cxcywh_targets(boxes: np.ndarray) -> np.ndarray:
-    """n×5 (x1, y1, x2, y2, cls) → n×5 (cx, cy, w, h, cls)."""
-    targets = boxes.copy()
-    targets[:, 2:4] = boxes[:, 2:4] - boxes[:, 0:2]
-    targets[:, 0:2] = boxes[:, 0:2] + targets[:, 2:4] / 2
-    return targets
-
-
-def sequence_collate(batch: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def sequence_collate(batch: Sequence[tuple[np.ndarray, torch.Tensor]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Stack samples into B×3×T×H×W and keep the per-sample n×5 targets as a list."""
     images = torch.from_numpy(np.stack([sample for sample, _ in batch]))
-    targets = [torch.from_numpy(boxes) for _, boxes in batch]
-    return images, targets
+    return images, [targets for _, targets in batch]
 
 
 def resolve_dataset_root(root: str | os.PathLike) -> Path:

@@ -15,6 +15,11 @@ def frame_number(path: Path) -> int:
         raise SSTNetError(f"{path}: frame names must be integer indices like 0.bmp, 1.bmp, ...") from None
 
 
+def window_numbers(key_number: int, first_number: int, num_frame: int) -> list[int]:
+    """Frame indices of the window ending at ``key_number``, oldest first, clamped at the sequence's first frame."""
+    return [max(key_number - offset, first_number) for offset in range(num_frame - 1, -1, -1)]
+
+
 class SequenceFolders:
     """Knows which frames each sequence folder holds (scanned once per folder) and builds sample windows."""
 
@@ -49,8 +54,7 @@ class SequenceFolders:
         present = self.frame_numbers(key_frame.parent, key_frame.suffix)
         if key_number not in present:
             raise SSTNetError(f"{key_frame}: key frame not found")
-        first = min(present)
-        numbers = [max(key_number - offset, first) for offset in range(num_frame - 1, -1, -1)]
+        numbers = window_numbers(key_number, min(present), num_frame)
         for number in numbers:
             if number not in present:
                 missing = key_frame.with_name(f"{number}{key_frame.suffix}")
