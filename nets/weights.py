@@ -1,0 +1,163 @@
+"""The one place weights are loaded into a model.
+
+``load_weights(model, source, mode)`` takes a checkpoint path or an already loaded object. Accepted: a plain state
+dict, one wrapped as ``{"model": ...}`` (official YOLOX checkpoints, ours) or ``{"state_dict": ...}``, with or
+without the ``module.`` prefix DataParallel / DDP add.
+
+- ``strict``: the checkpoint must hold exactly the model's keys with the model's shapes (full SSTNet weights, e.g.
+  the authors'). Anything else raises :class:`SSTNetError` naming the first missing / unexpected keys and shape
+  mismatches, and nothing is loaded.
+- ``partial``: every checkpoint tensor whose key exists in the model with the same shape is loaded, the rest are
+  skipped and listed in the report (the released way of starting from COCO-pretrained YOLOX weights: the official
+  YOLOX-s ``backbone.backbone.*`` darknet and the top-down ``backbone.lateral_conv0`` / ``C3_p4`` /
+  ``reduce_conv1`` / ``C3_p3`` have our names and shapes; its bottom-up PAN and three-level head do not — though
+  a few head biases and BatchNorm counters match by shape, pass ``include=("backbone.",)`` to take the backbone
+  only). A partial load that matches nothing is an error.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from utils.errors import SSTNetError
+
+MODES = ("strict", "partial")
+WRAPPER_KEYS = ("model", "state_dict")  # where checkpoints keep the weights, tried in this order
+DDP_PREFIX = "module."
+SHOWN = 5  # how many keys an error message names per category
+
+
+@dataclass
+class LoadReport:
+    """What a :func:`load_weights` call did. ``skipped`` maps each checkpoint key not loaded to the reason."""
+
+    source: str
+    mode: str
+    loaded: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # model keys the checkpoint did not provide
+
+    @property
+    def num_loaded(self) -> int:
+        return len(self.loaded)
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped)
+
+    def summary(self) -> str:
+        """A few lines for the console: counts, then the first skipped keys and why."""
+        lines = [f"{self.source}: loaded {self.num_loaded} tensors ({self.mode}), skipped {self.num_skipped}, "
+                 f"{len(self.missing)} model tensors left as they were"]
+        for key, reason in list(self.skipped.items())[:SHOWN]:
+            lines.append(f"  skipped {key}: {reason}")
+        if self.num_skipped > SHOWN:
+            lines.append(f"  ... and {self.num_skipped - SHOWN} more skipped")
+        return "\n".join(lines)
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """``torch.load`` (CPU, weights only) with one-line errors naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise SSTNetError(f"{path}: weights file not found")
+    if not path.is_file():
+        raise SSTNetError(f"{path}: not a file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling, zip and format errors all mean "not a checkpoint we can read"
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SSTNetError(f"{path}: not a readable PyTorch weights file ({detail[:200]})") from exc
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The state dict inside ``obj`` (plain or wrapped in ``model`` / ``state_dict``), ``module.`` stripped."""
+    seen = 0
+    while not _is_state_dict(obj):
+        wrapped = None
+        if isinstance(obj, Mapping):
+            wrapped = next((obj[key] for key in WRAPPER_KEYS if isinstance(obj.get(key), Mapping)), None)
+        if wrapped is None or seen >= 3:
+            what = f"a dict with keys {', '.join(map(str, list(obj)[:SHOWN]))}" if isinstance(obj, Mapping) \
+                else type(obj).__name__
+            raise SSTNetError(f"{source}: holds no state dict (found {what}; expected tensors by name, or "
+                              f"{' / '.join(repr(k) for k in WRAPPER_KEYS)} wrapping them)")
+        obj, seen = wrapped, seen + 1
+    state = dict(obj)
+    while state and all(key.startswith(DDP_PREFIX) for key in state):
+        state = {key[len(DDP_PREFIX):]: value for key, value in state.items()}
+    return state
+
+
+def _first(keys: Sequence[str]) -> str:
+    shown = ", ".join(keys[:SHOWN])
+    return shown + (f" (+{len(keys) - SHOWN} more)" if len(keys) > SHOWN else "")
+
+
+def load_weights(model: nn.Module, source: str | os.PathLike | Mapping, mode: str = "strict",
+                 include: Sequence[str] | None = None) -> LoadReport:
+    """Load ``source`` (a checkpoint path or a loaded checkpoint / state dict) into ``model``.
+
+    ``mode`` is ``strict`` or ``partial`` (see the module docstring). ``include`` (partial only): load just the
+    keys starting with one of these prefixes. Returns a :class:`LoadReport`.
+    """
+    if mode not in MODES:
+        raise SSTNetError(f"weights mode {mode!r}: expected one of {', '.join(MODES)}")
+    if include is not None and mode != "partial":
+        raise SSTNetError("weights: 'include' applies to partial loading only")
+    if isinstance(source, Mapping):
+        name, obj = "state dict", source
+    else:
+        name, obj = str(source), read_checkpoint(source)
+    state = extract_state_dict(obj, name)
+    model_state = model.state_dict()
+    report = LoadReport(source=name, mode=mode)
+
+    if mode == "strict":
+        missing = [key for key in model_state if key not in state]
+        unexpected = [key for key in state if key not in model_state]
+        mismatched = [f"{key} {tuple(state[key].shape)} vs model {tuple(value.shape)}"
+                      for key, value in model_state.items() if key in state and state[key].shape != value.shape]
+        if missing or unexpected or mismatched:
+            problems = []
+            if missing:
+                problems.append(f"{len(missing)} missing: {_first(missing)}")
+            if unexpected:
+                problems.append(f"{len(unexpected)} unexpected: {_first(unexpected)}")
+            if mismatched:
+                problems.append(f"{len(mismatched)} with another shape: {_first(mismatched)}")
+            raise SSTNetError(f"{name}: weights do not fit this model (another architecture, variant, frame or "
+                              f"class count?) — {'; '.join(problems)}")
+        model.load_state_dict(state, strict=True)
+        report.loaded = list(state)
+        return report
+
+    merged = dict(model_state)
+    for key, value in state.items():
+        if include is not None and not any(key.startswith(prefix) for prefix in include):
+            report.skipped[key] = "not included"
+        elif key not in model_state:
+            report.skipped[key] = "not in model"
+        elif value.shape != model_state[key].shape:
+            report.skipped[key] = f"shape {tuple(value.shape)} vs model {tuple(model_state[key].shape)}"
+        else:
+            merged[key] = value
+            report.loaded.append(key)
+    if not report.loaded:
+        raise SSTNetError(f"{name}: no tensor matches this model by name and shape "
+                          f"(checkpoint keys: {_first(list(state))})")
+    model.load_state_dict(merged, strict=True)
+    loaded = set(report.loaded)
+    report.missing = [key for key in model_state if key not in loaded]
+    return report
