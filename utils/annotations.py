@@ -216,3 +216,27 @@ def format_index_line(record: FrameRecord, root: Path | None) -> str:
     path = record.path.resolve() if root is None else Path(os.path.relpath(record.path, root))
     boxes = " ".join(",".join(str(int(v)) for v in box) for box in record.boxes)
     return f"{path.as_posix()} {boxes}".rstrip()
+
+
+def records_to_coco(records: list[FrameRecord], num_classes: int | None = None) -> CocoGroundTruth:
+    """Ground truth for index-txt records, in the form :func:`read_coco` returns (category id = class + 1).
+
+    Frames get ids 1..N in file order; ``num_classes`` defaults to the largest class index + 1.
+    """
+    largest = max((int(record.boxes[:, 4].max()) for record in records if len(record.boxes)), default=0)
+    num_classes = num_classes or largest + 1
+    if largest >= num_classes:
+        raise SSTNetError(f"--num-classes {num_classes}: the index file has class index {largest}")
+    images, annotations, numbered = [], [], []
+    for image_id, record in enumerate(records, start=1):
+        numbered.append(FrameRecord(record.path, record.boxes, image_id))
+        images.append({"id": image_id, "file_name": str(record.path)})
+        for x1, y1, x2, y2, cls in record.boxes.tolist():
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(cls) + 1,
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+    category_ids = list(range(1, num_classes + 1))
+    data = {"images": images, "annotations": annotations,
+            "categories": [{"id": category_id, "name": str(category_id)} for category_id in category_ids]}
+    annotated = [record for record in numbered if len(record.boxes)]
+    unannotated = [record for record in numbered if not len(record.boxes)]
+    return CocoGroundTruth(annotated, category_ids, unannotated, data)

@@ -1,0 +1,108 @@
+"""The inference engine: walk plans, and streaming equal to the released window computation."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_frames
+from nets import Network
+from parity_recipe import make_state, relative_error
+from utils.annotations import FrameRecord
+from utils.evaluation import DetectSettings, detect_frames
+from utils.inference import SequenceDetector, frame_batches, plan_sequence_walk
+
+
+def records(folder, numbers):
+    return [FrameRecord(folder / f"{n}.bmp", np.zeros((0, 5), np.float32), image_id=n) for n in numbers]
+
+
+def test_plan_reads_each_needed_frame_once_with_clamped_windows(tmp_path):
+    write_frames(tmp_path / "a", range(12))
+    write_frames(tmp_path / "b", range(5))
+    plan = plan_sequence_walk(records(tmp_path / "a", [9, 1, 10]) + records(tmp_path / "b", [0]), num_frame=4)
+    assert [(p.sequence[-1], p.number) for p in plan] == [("a", 0), ("a", 1), ("a", 6), ("a", 7), ("a", 8), ("a", 9),
+                                                         ("a", 10), ("b", 0)]
+    keys = {p.number: p.window for p in plan if p.is_key and p.sequence.endswith("a")}
+    assert keys == {1: (0, 0, 0, 1), 9: (6, 7, 8, 9), 10: (7, 8, 9, 10)}
+    assert [p.window for p in plan if p.sequence.endswith("b")] == [(0, 0, 0, 0)]
+    assert [p.image_id for p in plan if p.is_key] == [1, 9, 10, 0]
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    model = Network(num_classes=2, num_frame=3, phi="nano", lstm_hidden=8)
+    # The parity recipe's weights, with BatchNorm statistics measured on random inputs as training would, give
+    # an output that depends strongly on every frame, so a wrong frame order or cache would show.
+    layout = [(key, tuple(value.shape), str(value.dtype)) for key, value in model.state_dict().items()]
+    model.load_state_dict(make_state(layout))
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(4, 3, 3, 64, 96, generator=generator))
+    # Float64, so float rounding (which depends on how frames are batched) stays far below the 1e-5 criterion.
+    return model.double().eval()
+
+
+def moving_sequence(folder, count, rng):
+    folder.mkdir(parents=True)
+    import cv2
+    for k in range(count):
+        image = rng.integers(0, 60, (48, 80), dtype=np.uint8)
+        image[10 + k:14 + k, 5 + 3 * k:9 + 3 * k] = 250
+        cv2.imwrite(str(folder / f"{k}.bmp"), image)
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_stream_equals_window(tmp_path, tiny_model, batch_size):
+    rng = np.random.default_rng(3)
+    moving_sequence(tmp_path / "s1", 9, rng)
+    moving_sequence(tmp_path / "s2", 5, rng)
+    plan = plan_sequence_walk(records(tmp_path / "s1", range(9)) + records(tmp_path / "s2", [1, 3, 4]), num_frame=3)
+    outputs = {}
+    for mode in ("stream", "window"):
+        detector = SequenceDetector(tiny_model, num_frame=3, mode=mode)
+        outputs[mode] = {(item.ref.sequence, item.ref.number): item.output
+                         for batch in frame_batches(plan, (64, 96), batch_size, workers=0)
+                         for item in detector.process(*batch)}
+    assert len(outputs["stream"]) == 12 and outputs["stream"].keys() == outputs["window"].keys()
+    for key, stream in outputs["stream"].items():
+        window = outputs["window"][key]
+        assert stream.shape == (1, 7, 8, 12)
+        assert relative_error(stream, window) <= 1e-9, key  # the issue asks 1e-5; in float64 it is exact
+    # The engine really detects per window: different key frames give different outputs.
+    late, early = outputs["stream"][(str(tmp_path / "s1"), 8)], outputs["stream"][(str(tmp_path / "s1"), 2)]
+    assert relative_error(late, early) > 0.01
+
+
+def test_window_mode_matches_the_model_on_a_stacked_window(tmp_path, tiny_model):
+    """The engine's window mode is the released computation: model(x) on the clamped window."""
+    rng = np.random.default_rng(4)
+    moving_sequence(tmp_path / "s", 4, rng)
+    plan = plan_sequence_walk(records(tmp_path / "s", [0, 3]), num_frame=3)
+    items = {}
+    detector = SequenceDetector(tiny_model, num_frame=3, mode="window")
+    for batch in frame_batches(plan, (64, 96), 8, workers=0):
+        items.update({item.ref.number: item.output for item in detector.process(*batch)})
+    images = {ref.number: image for batch in frame_batches(plan, (64, 96), 8, 0)
+              for image, ref in zip(batch[0], batch[1])}
+    with torch.no_grad():
+        for key, window in ((0, (0, 0, 0)), (3, (1, 2, 3))):
+            x = torch.stack([images[n] for n in window], dim=1)[None].double()
+            assert relative_error(items[key], tiny_model(x)[0]) <= 1e-12
+
+
+def test_detections_identical_in_both_modes(tmp_path, tiny_model):
+    rng = np.random.default_rng(5)
+    moving_sequence(tmp_path / "s", 6, rng)
+    plan = plan_sequence_walk(records(tmp_path / "s", range(6)), num_frame=3)
+    found = {}
+    for mode in ("stream", "window"):
+        settings = DetectSettings((64, 96), 3, conf=0.01, nms=0.5, mode=mode, batch_size=2)
+        found[mode] = [detections for _, detections, _ in detect_frames(tiny_model, plan, settings, progress=False)]
+    assert sum(len(d) for d in found["stream"]) > 0
+    for stream, window in zip(found["stream"], found["window"]):
+        np.testing.assert_allclose(stream, window, rtol=1e-4, atol=1e-3)
+        assert stream.shape[1] == 7

@@ -1,0 +1,136 @@
+"""Command line of the training scripts; train_daub.py and train_irdst.py differ only in their dataset defaults."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import SSTNetError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class DatasetDefaults:
+    """What a training script trains on when no ``--data-root`` is given: the bundled synthetic dataset."""
+
+    name: str
+    layout: str
+    synthetic_root: Path
+
+
+DAUB = DatasetDefaults("DAUB", "daub", REPO_ROOT / "datasets" / "synthetic_daub")
+IRDST = DatasetDefaults("IRDST", "irdst", REPO_ROOT / "datasets" / "synthetic_irdst")
+
+
+def ensure_synthetic_dataset(defaults: DatasetDefaults, progress: bool = True) -> Path:
+    """The bundled synthetic dataset of ``defaults``, generated (default seed) the first time it is needed."""
+    root = defaults.synthetic_root
+    if not (root / "annotations" / "instances_test2017.json").exists():
+        from .synthetic import SyntheticConfig, generate_dataset
+        print(f"generating the bundled synthetic {defaults.layout} dataset in {root} (first use)")
+        generate_dataset(root, SyntheticConfig(layout=defaults.layout), progress=progress)
+    return root
+
+
+def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=f"Train SSTNet on {defaults.name}-layout data. Defaults reproduce the published recipe "
+                    "(spec §8); without --data-root the bundled synthetic dataset is used.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--data-root", type=Path, default=None,
+                      help=f"dataset folder in {defaults.name} layout (default: {defaults.synthetic_root.relative_to(REPO_ROOT)}, "
+                           "generated on first use)")
+    data.add_argument("--train-ann", default="annotations/instances_train2017.json",
+                      help="training COCO json, relative to --data-root unless absolute")
+    data.add_argument("--val-ann", default="annotations/instances_test2017.json",
+                      help="validation COCO json, relative to --data-root unless absolute")
+    data.add_argument("--train-txt", default=None, help="training index txt instead of --train-ann "
+                                                        "(relative frame paths are under --data-root)")
+    data.add_argument("--val-txt", default=None, help="validation index txt instead of --val-ann")
+    data.add_argument("--num-classes", type=int, default=None,
+                      help="classes of index-txt data (default: largest class index + 1)")
+    data.add_argument("--augment", action="store_true",
+                      help="horizontal flip + HSV jitter, one draw per sample (the release trains without)")
+    data.add_argument("--epoch-fraction", type=float, default=0.2,
+                      help="fraction of the training frames drawn at random for each epoch (release: a fifth)")
+    data.add_argument("--val-fraction", type=float, default=1.0,
+                      help="fraction of the validation frames used for the validation loss")
+    data.add_argument("--workers", type=int, default=2, help="DataLoader worker processes decoding frames")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--input-size", default="512", help="input side S, a multiple of 32, or HxW")
+    model.add_argument("--num-frame", type=int, default=5, help="frames per sample T (key frame last)")
+    model.add_argument("--phi", default="s", choices=("nano", "tiny", "s", "m", "l", "x"), help="YOLOX size")
+    model.add_argument("--lstm-hidden", type=int, default=64,
+                       help="width of the training-only motion branch (64 as released; other values change the "
+                            "checkpoint layout)")
+    model.add_argument("--pretrained", default=None,
+                       help="weights loaded by key and shape before training (e.g. the official YOLOX-s COCO "
+                            "checkpoint for the backbone)")
+    model.add_argument("--prior-prob", type=float, default=0.0,
+                       help="initialise the objectness/class biases to -log((1-p)/p) as YOLOX does "
+                            "(0: keep the release's initialisation)")
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--epochs", type=int, default=100)
+    optim.add_argument("--batch-size", type=int, default=4, help="total batch over all processes")
+    optim.add_argument("--lr", type=float, default=0.01, help="base learning rate for a batch of 64")
+    optim.add_argument("--min-lr-ratio", type=float, default=0.01, help="final learning rate as a fraction of --lr")
+    optim.add_argument("--scale-lr", action=argparse.BooleanOptionalAction, default=True,
+                       help="scale --lr by batch/64 and clip to the release's bounds")
+    optim.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"))
+    optim.add_argument("--momentum", type=float, default=0.937)
+    optim.add_argument("--weight-decay", type=float, default=5e-4)
+    optim.add_argument("--train-all-params", action="store_true",
+                       help="also train the parameters the release leaves out of its optimizer (the neck's frame "
+                            "weights, the attention input projections)")
+    optim.add_argument("--seed", type=int, default=2023)
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    run.add_argument("--amp", default="none", choices=("none", "fp16", "bf16"),
+                     help="mixed precision: fp16 (CUDA, with a GradScaler) or bf16 (CPU or CUDA)")
+    run.add_argument("--channels-last", action="store_true", help="channels-last memory format (GPU speed-up)")
+    run.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes under torchrun")
+    run.add_argument("--save-dir", default="logs", help="run folder for weights, logs and plots")
+    run.add_argument("--exist-ok", action="store_true", help="allow a --save-dir that already holds a run")
+    run.add_argument("--save-period", type=int, default=10, help="also keep epNNN-*.pth every this many epochs")
+    run.add_argument("--eval-period", type=int, default=5,
+                     help="COCO evaluation of the validation set every this many epochs (0: never; best weights "
+                          "then follow the validation loss)")
+    run.add_argument("--eval-conf", type=float, default=0.001, help="confidence threshold of that evaluation")
+    run.add_argument("--eval-nms", type=float, default=0.65, help="NMS IoU threshold of that evaluation")
+    run.add_argument("--resume", default=None,
+                     help="resume checkpoint (RUN/last_checkpoint.pth) to continue exactly where it stopped")
+    run.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Reject values argparse cannot, with the flag named."""
+    for flag, value, minimum in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
+                                 ("--save-period", args.save_period, 1), ("--eval-period", args.eval_period, 0),
+                                 ("--workers", args.workers, 0), ("--lstm-hidden", args.lstm_hidden, 1)):
+        if value < minimum:
+            raise SSTNetError(f"{flag} {value}: must be at least {minimum}")
+    if args.lr <= 0 or not 0 < args.min_lr_ratio <= 1:
+        raise SSTNetError("--lr must be positive and --min-lr-ratio in (0, 1]")
+    if not 0 <= args.prior_prob < 1:
+        raise SSTNetError(f"--prior-prob {args.prior_prob}: must be in [0, 1)")
+
+
+def main(argv: list[str] | None, defaults: DatasetDefaults) -> int:
+    """Parse, prepare the data, train."""
+    args = build_parser(defaults).parse_args(argv)
+    check_args(args)
+    if args.resume is None and args.data_root is None:
+        args.data_root = ensure_synthetic_dataset(defaults)
+    args.data_root = str(args.data_root) if args.data_root is not None else None
+    from .trainer import Trainer  # after argument checks: importing torch and the model takes a while
+    trainer = Trainer(args)
+    best = trainer.fit()
+    if trainer.dist.is_main:
+        print(f"done: best epoch {best.epoch} ({best.criterion} {best.value:.4g}); weights in {trainer.run_dir}")
+    return 0

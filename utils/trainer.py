@@ -1,0 +1,346 @@
+"""The training loop behind train_daub.py and train_irdst.py: spec §8's recipe on CPU, one GPU or many (DDP)."""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from nets import Network, YOLOLoss, load_weights
+from nets.training import ModelEMA, build_optimizer, init_weights, lr_at_epoch, scaled_lrs, set_optimizer_lr
+
+from .annotations import CocoGroundTruth, read_coco, read_index, records_to_coco
+from .callbacks import RunLogger
+from .checkpoint import RESUME_NAME, load_resume, save_resume, save_state
+from .dataloader import SequenceDataset, resolve_dataset_root, sequence_collate
+from .device import autocast, check_amp, select_device
+from .distributed import (DistInfo, EpochSubsetSampler, all_reduce_sum, barrier, cleanup, init_distributed,
+                          process_device)
+from .errors import SSTNetError
+from .evaluation import DetectSettings, evaluate
+from .fileio import ensure_dir, write_json
+from .preprocess import parse_input_shape
+
+# Flags that may differ when a run is resumed; everything else comes from the checkpoint so the run continues
+# exactly as it started.
+RESUME_OVERRIDES = ("device", "workers", "resume", "debug", "epochs", "eval_period", "save_period")
+
+
+class TrainingDiverged(SSTNetError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class BestRecord:
+    """The best epoch so far under ``criterion`` (``mAP50``: higher is better; ``val_loss``: lower is better)."""
+
+    criterion: str
+    value: float = math.nan
+    epoch: int = 0
+
+    def improves(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if math.isnan(self.value):
+            return True
+        return value > self.value if self.criterion == "mAP50" else value < self.value
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Every random generator's state in tensors and plain lists, so checkpoints load with ``weights_only``."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextmanager
+def interrupts_as_keyboard_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt too, so both stop training the same clean way."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def load_split(args: argparse.Namespace, root: Path, split: str) -> CocoGroundTruth:
+    """The ground truth of ``split`` (train / val) from its index txt when given, else from its COCO json."""
+    txt = getattr(args, f"{split}_txt")
+    if txt:
+        records = read_index(txt, root)
+        return records_to_coco(records, args.num_classes)
+    ann = Path(getattr(args, f"{split}_ann"))
+    return read_coco(ann if ann.is_absolute() else root / ann, root)
+
+
+class Trainer:
+    """Builds everything a run needs from parsed command-line arguments, then :meth:`fit` trains."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.resume_state = load_resume(args.resume) if args.resume else None
+        if self.resume_state is not None:
+            args = self._restore_args(args, self.resume_state["args"])
+        self.args = args
+        device = select_device(args.device)
+        self.dist = init_distributed(device)
+        self.device = process_device(device, self.dist)
+        self.amp_dtype = check_amp(args.amp, self.device)
+        self.input_shape = parse_input_shape(args.input_size)
+        if args.num_frame < 2:
+            raise SSTNetError(f"--num-frame {args.num_frame}: SSTNet needs at least 2 frames per sample")
+        if args.batch_size % self.dist.world_size:
+            raise SSTNetError(f"--batch-size {args.batch_size}: must be divisible by the {self.dist.world_size} "
+                              "processes (it is the total batch over all of them)")
+        seed_everything(args.seed)
+        torch.backends.cudnn.deterministic = True  # as released: repeatable runs over a little speed
+
+        self.root = resolve_dataset_root(args.data_root)
+        self.train_gt = load_split(args, self.root, "train")
+        self.val_gt = load_split(args, self.root, "val")
+        self.num_classes = len(self.train_gt.category_ids)
+        self.train_set = SequenceDataset(self.train_gt.records, self.input_shape, args.num_frame,
+                                         augment=args.augment, seed=args.seed, source="training set")
+        self.val_set = SequenceDataset(self.val_gt.records, self.input_shape, args.num_frame, source="validation set")
+
+        self.model = self._build_model()
+        self.loss_fn = YOLOLoss(self.num_classes, strides=(8,))
+        self.lr, self.min_lr = scaled_lrs(args.lr, args.lr * args.min_lr_ratio, args.batch_size, args.optimizer) \
+            if args.scale_lr else (args.lr, args.lr * args.min_lr_ratio)
+        self.optimizer = build_optimizer(self.model, args.optimizer, lr=self.lr, momentum=args.momentum,
+                                         weight_decay=args.weight_decay, include_all_params=args.train_all_params)
+        self.ema = ModelEMA(self.model)
+        self.scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" else None
+        self.train_model = self._wrap_for_ddp(self.model)
+
+        self.train_sampler = EpochSubsetSampler(len(self.train_set), args.batch_size, args.epoch_fraction, args.seed,
+                                                shuffle=True, info=self.dist, name="training set")
+        self.val_sampler = EpochSubsetSampler(len(self.val_set), args.batch_size, args.val_fraction, args.seed,
+                                              shuffle=False, info=self.dist, name="validation set")
+        self.start_epoch = 0
+        self.best = BestRecord("mAP50" if args.eval_period > 0 else "val_loss")
+        self.run_dir = Path(args.save_dir)
+        rows = []
+        if self.resume_state is not None:
+            rows = self._load_resume_state(self.resume_state)
+        elif self.dist.is_main:
+            self._check_run_dir()
+        self.logger = RunLogger(ensure_dir(self.run_dir), rows) if self.dist.is_main else None
+
+    # ------------------------------------------------------------------ set-up
+    @staticmethod
+    def _restore_args(args: argparse.Namespace, saved: dict) -> argparse.Namespace:
+        restored = argparse.Namespace(**saved)
+        for name in RESUME_OVERRIDES:
+            if hasattr(args, name):
+                setattr(restored, name, getattr(args, name))
+        return restored
+
+    def _build_model(self) -> Network:
+        args = self.args
+        model = Network(self.num_classes, args.num_frame, args.phi, lstm_hidden=args.lstm_hidden)
+        init_weights(model)
+        if args.prior_prob > 0:
+            model.head.initialize_biases(args.prior_prob)
+        if args.pretrained:
+            report = load_weights(model, args.pretrained, mode="partial")
+            self.log(report.summary())
+        model.to(self.device)
+        if args.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if args.sync_bn and self.dist.enabled:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return model
+
+    def _wrap_for_ddp(self, model: Network) -> torch.nn.Module:
+        if not self.dist.enabled:
+            return model
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        # The attention and motion gates of the released 1-slice branch never reach the loss (spec §5).
+        return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+
+    def _check_run_dir(self) -> None:
+        if (self.run_dir / "results.csv").exists() and not self.args.exist_ok:
+            raise SSTNetError(f"--save-dir {self.run_dir}: already holds a run (results.csv); choose another folder, "
+                              f"continue it with --resume {self.run_dir / RESUME_NAME}, or pass --exist-ok")
+
+    def _load_resume_state(self, state: dict) -> list[dict]:
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch = int(state["epoch"])
+        self.best = BestRecord(**state["best"])
+        set_rng_state(state["rng"])
+        self.log(f"resumed {self.args.resume} after epoch {self.start_epoch}")
+        return list(state["rows"])
+
+    def log(self, message: str) -> None:
+        if self.dist.is_main:
+            tqdm.write(message)
+
+    # ------------------------------------------------------------------ epochs
+    def loader(self, dataset: SequenceDataset, sampler: EpochSubsetSampler) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.args.batch_size // self.dist.world_size, sampler=sampler,
+                          num_workers=self.args.workers, collate_fn=sequence_collate, drop_last=True,
+                          pin_memory=self.device.type == "cuda")
+
+    def _to_device(self, images: torch.Tensor, targets: list[torch.Tensor]):
+        images = images.to(self.device, non_blocking=True)
+        if self.args.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last_3d)
+        return images, [target.to(self.device) for target in targets]
+
+    def train_one_epoch(self, epoch: int, lr: float) -> tuple[float, float]:
+        """One pass over this epoch's subset; returns the mean total loss and mean motion loss."""
+        self.train_model.train()
+        self.train_sampler.set_epoch(epoch)
+        self.train_set.set_epoch(epoch)
+        loader = self.loader(self.train_set, self.train_sampler)
+        totals = torch.zeros(3, dtype=torch.float64)
+        bar = tqdm(loader, desc=f"Epoch {epoch + 1}/{self.args.epochs}", disable=not self.dist.is_main,
+                   dynamic_ncols=True, unit="step")
+        for step, (images, targets) in enumerate(bar):
+            images, targets = self._to_device(images, targets)
+            self.optimizer.zero_grad(set_to_none=True)
+            with autocast(self.device, self.amp_dtype):
+                outputs, motion_loss = self.train_model(images)
+            detection_loss = self.loss_fn([output.float() for output in outputs], targets)
+            loss = detection_loss + motion_loss.float()
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                                       "lower --lr or check the data (no weights were saved from this epoch)")
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+            self.ema.update(self.train_model)
+            totals += torch.tensor([loss.item(), motion_loss.item(), 1.0], dtype=torch.float64)
+            bar.set_postfix(loss=f"{totals[0] / totals[2]:.3f}", motion=f"{totals[1] / totals[2]:.4f}", lr=f"{lr:.2e}")
+        totals = all_reduce_sum(totals, self.dist)
+        return float(totals[0] / totals[2]), float(totals[1] / totals[2])
+
+    @torch.no_grad()
+    def validation_loss(self, epoch: int) -> float:
+        """Mean detection loss of the EMA model on the validation frames, as released."""
+        model = self.ema.ema
+        model.eval()
+        totals = torch.zeros(2, dtype=torch.float64)
+        loader = self.loader(self.val_set, self.val_sampler)
+        for images, targets in tqdm(loader, desc="  val loss", disable=not self.dist.is_main, dynamic_ncols=True,
+                                    unit="step", leave=False):
+            images, targets = self._to_device(images, targets)
+            with autocast(self.device, self.amp_dtype):
+                outputs = model(images)
+            totals += torch.tensor([self.loss_fn([output.float() for output in outputs], targets).item(), 1.0],
+                                   dtype=torch.float64)
+        totals = all_reduce_sum(totals, self.dist)
+        return float(totals[0] / totals[1])
+
+    def evaluate(self) -> dict:
+        """COCO evaluation of the EMA model on the validation set, through the vid_map_coco.py engine."""
+        settings = DetectSettings(self.input_shape, self.args.num_frame, conf=self.args.eval_conf,
+                                  nms=self.args.eval_nms, batch_size=self.args.batch_size,
+                                  workers=self.args.workers, amp_dtype=self.amp_dtype)
+        result, _ = evaluate(self.ema.ema, self.val_gt, settings)
+        self.log("  " + result.line())
+        return {"mAP50": 100 * result.map50, "precision": 100 * result.precision, "recall": 100 * result.recall,
+                "f1": 100 * result.f1}
+
+    def save(self, epoch: int, row: dict) -> None:
+        """Weights (EMA, plain state dicts) and the resume checkpoint of a completed epoch."""
+        weights = self.ema.ema.state_dict()
+        args = self.args
+        if (epoch + 1) % args.save_period == 0 or epoch + 1 == args.epochs:
+            save_state(weights, self.run_dir / f"ep{epoch + 1:03d}-loss{row['loss']:.3f}-val_loss{row['val_loss']:.3f}.pth")
+        value = row.get(self.best.criterion, math.nan)
+        if self.best.improves(value):
+            self.best = BestRecord(self.best.criterion, value, epoch + 1)
+            save_state(weights, self.run_dir / "best_epoch_weights.pth")
+            self.log(f"  best_epoch_weights.pth <- epoch {epoch + 1} ({self.best.criterion} {value:.4g})")
+        save_state(weights, self.run_dir / "last_epoch_weights.pth")
+        save_resume({"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                     "optimizer": self.optimizer.state_dict(),
+                     "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+                     "epoch": epoch + 1, "best": vars(self.best), "rows": self.logger.rows, "rng": rng_state(),
+                     "args": vars(self.args)}, self.run_dir / RESUME_NAME)
+
+    def fit(self, until_epoch: int | None = None) -> BestRecord:
+        """Train from the start (or the resumed) epoch to ``--epochs`` (or ``until_epoch``); returns the best."""
+        args = self.args
+        last = min(args.epochs, until_epoch) if until_epoch is not None else args.epochs
+        if self.dist.is_main:
+            write_json(self.run_dir / "args.json", vars(args), indent=2)
+            self.log(f"training {len(self.train_set)} frames ({self.train_sampler.steps} steps of {args.batch_size} "
+                     f"per epoch), validating on {len(self.val_set)}; lr {self.lr:.3g} → {self.min_lr:.3g}; "
+                     f"best weights by {'val mAP50' if self.best.criterion == 'mAP50' else 'lowest val loss'}; "
+                     f"run folder {self.run_dir}")
+        epoch = self.start_epoch
+        try:
+            with interrupts_as_keyboard_interrupt():
+                for epoch in range(self.start_epoch, last):
+                    started = time.time()
+                    lr = lr_at_epoch(epoch, args.epochs, self.lr, self.min_lr)
+                    set_optimizer_lr(self.optimizer, lr)
+                    loss, motion = self.train_one_epoch(epoch, lr)
+                    val_loss = self.validation_loss(epoch)
+                    if not math.isfinite(val_loss):
+                        raise TrainingDiverged(f"validation loss became {val_loss} at epoch {epoch + 1}; "
+                                               "no weights were saved from this epoch")
+                    row = {"epoch": epoch + 1, "lr": lr, "loss": loss, "motion_loss": motion, "val_loss": val_loss}
+                    if self.dist.is_main and args.eval_period > 0 and ((epoch + 1) % args.eval_period == 0
+                                                                       or epoch + 1 == args.epochs):
+                        row.update(self.evaluate())
+                    if self.dist.is_main:
+                        self.logger.log_epoch(row)
+                        self.save(epoch, self.logger.rows[-1])
+                        self.log(f"epoch {epoch + 1}: loss {loss:.4f} (motion {motion:.4f}), val loss {val_loss:.4f}, "
+                                 f"{time.time() - started:.0f} s")
+                    barrier(self.dist)
+        except KeyboardInterrupt:
+            checkpoint = self.run_dir / RESUME_NAME
+            where = (f"continue with --resume {checkpoint}" if checkpoint.exists()
+                     else "no epoch was complete, nothing to resume")
+            self.log(f"interrupted during epoch {epoch + 1}; {where}")
+            raise
+        finally:
+            if self.logger is not None:
+                self.logger.close()
+            cleanup(self.dist)
+        return self.best
