@@ -7,8 +7,7 @@ from conftest import write_frames
 from nets import Network
 from parity_recipe import make_state, relative_error
 from utils.annotations import FrameRecord
-from utils.evaluation import DetectSettings, detect_frames
-from utils.inference import SequenceDetector, frame_batches, plan_sequence_walk
+from utils.inference import DetectSettings, SequenceDetector, detect_plan, frame_batches, plan_sequence_walk
 
 
 def records(folder, numbers):
@@ -66,7 +65,7 @@ def test_stream_equals_window(tmp_path, tiny_model, batch_size):
         detector = SequenceDetector(tiny_model, num_frame=3, mode=mode)
         outputs[mode] = {(item.ref.sequence, item.ref.number): item.output
                          for batch in frame_batches(plan, (64, 96), batch_size, workers=0)
-                         for item in detector.process(*batch)}
+                         for item in detector.process(batch)}
     assert len(outputs["stream"]) == 12 and outputs["stream"].keys() == outputs["window"].keys()
     for key, stream in outputs["stream"].items():
         window = outputs["window"][key]
@@ -85,9 +84,9 @@ def test_window_mode_matches_the_model_on_a_stacked_window(tmp_path, tiny_model)
     items = {}
     detector = SequenceDetector(tiny_model, num_frame=3, mode="window")
     for batch in frame_batches(plan, (64, 96), 8, workers=0):
-        items.update({item.ref.number: item.output for item in detector.process(*batch)})
+        items.update({item.ref.number: item.output for item in detector.process(batch)})
     images = {ref.number: image for batch in frame_batches(plan, (64, 96), 8, 0)
-              for image, ref in zip(batch[0], batch[1])}
+              for image, ref in zip(batch.images, batch.refs)}
     with torch.no_grad():
         for key, window in ((0, (0, 0, 0)), (3, (1, 2, 3))):
             x = torch.stack([images[n] for n in window], dim=1)[None].double()
@@ -101,7 +100,7 @@ def test_detections_identical_in_both_modes(tmp_path, tiny_model):
     found = {}
     for mode in ("stream", "window"):
         settings = DetectSettings((64, 96), 3, conf=0.01, nms=0.5, mode=mode, batch_size=2)
-        found[mode] = [detections for _, detections, _ in detect_frames(tiny_model, plan, settings, progress=False)]
+        found[mode] = [detections for _, detections in detect_plan(tiny_model, plan, settings, progress=False)]
     assert sum(len(d) for d in found["stream"]) > 0
     for stream, window in zip(found["stream"], found["window"]):
         np.testing.assert_allclose(stream, window, rtol=1e-4, atol=1e-3)

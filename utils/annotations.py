@@ -218,6 +218,14 @@ def format_index_line(record: FrameRecord, root: Path | None) -> str:
     return f"{path.as_posix()} {boxes}".rstrip()
 
 
+def dataset_root_of(json_path: str | os.PathLike, flag: str = "--data-root") -> Path:
+    """The dataset root of a json kept, as in DAUB and IRDST, in ROOT/annotations/ (else ask for ``flag``)."""
+    json_path = Path(json_path).resolve()
+    if json_path.parent.name != "annotations":
+        raise SSTNetError(f"{json_path}: not inside an 'annotations' folder; give the dataset root with {flag}")
+    return json_path.parent.parent
+
+
 def records_to_coco(records: list[FrameRecord], num_classes: int | None = None) -> CocoGroundTruth:
     """Ground truth for index-txt records, in the form :func:`read_coco` returns (category id = class + 1).
 

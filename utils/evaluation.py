@@ -2,60 +2,18 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .annotations import CocoGroundTruth, FrameRecord
-from .boxes import decode_outputs, non_max_suppression
 from .errors import SSTNetError
 from .fileio import ensure_dir, write_json, write_text
-from .inference import FrameRef, SequenceDetector, frame_batches, plan_sequence_walk
+from .inference import DetectSettings, detect_plan, plan_sequence_walk
 from .metrics import EvalResult, coco_api, coco_scores, f1_confidence_curve, pd_fa
 from .plots import plot_f1_confidence, plot_pr_curves
-
-
-@dataclass
-class DetectSettings:
-    """How frames become detections: input size, window length, thresholds, engine mode and batching."""
-
-    input_shape: tuple[int, int] = (512, 512)
-    num_frame: int = 5
-    conf: float = 0.001
-    nms: float = 0.65
-    mode: str = "stream"
-    batch_size: int = 1
-    workers: int = 0
-    amp_dtype: torch.dtype | None = None
-
-
-def detect_frames(model: torch.nn.Module, plan: Sequence[FrameRef], settings: DetectSettings,
-                  progress: bool = True, desc: str = "detect") -> Iterator[tuple[FrameRef, np.ndarray, tuple[int, int]]]:
-    """Walk ``plan`` and yield (key frame, N×7 detections, original H×W) per key frame.
-
-    Detection rows are (top, left, bottom, right, obj, class_conf, class) in original pixels, as
-    :func:`utils.boxes.non_max_suppression` returns them.
-    """
-    detector = SequenceDetector(model, settings.num_frame, settings.mode, settings.amp_dtype)
-    bar = tqdm(total=len(plan), desc=desc, unit="frame", disable=not progress, dynamic_ncols=True)
-    try:
-        for images, refs, shapes in frame_batches(plan, settings.input_shape, settings.batch_size, settings.workers):
-            outputs = detector.process(images, refs, shapes)
-            bar.update(len(refs))
-            if not outputs:
-                continue
-            raw = torch.cat([item.output for item in outputs])
-            decoded = decode_outputs([raw], settings.input_shape)
-            results = non_max_suppression(decoded, raw.shape[1] - 5, settings.input_shape,
-                                          [item.original_hw for item in outputs], True, settings.conf, settings.nms)
-            for item, detections in zip(outputs, results):
-                yield item.ref, detections, item.original_hw
-    finally:
-        bar.close()
 
 
 def centres_by_image(records: Sequence[FrameRecord]) -> dict[int, np.ndarray]:
@@ -81,8 +39,9 @@ def evaluate(model: torch.nn.Module, ground_truth: CocoGroundTruth, settings: De
     coco_results: list[dict] = []
     found: dict[int, np.ndarray] = {}
     try:
-        for ref, detections, _ in detect_frames(model, plan_sequence_walk(records, settings.num_frame), settings,
-                                                progress, desc="evaluate"):
+        for item, detections in detect_plan(model, plan_sequence_walk(records, settings.num_frame), settings,
+                                            progress, desc="evaluate"):
+            ref = item.ref
             top, left, bottom, right = detections[:, 0], detections[:, 1], detections[:, 2], detections[:, 3]
             scores = detections[:, 4] * detections[:, 5]
             classes = detections[:, 6].astype(int)

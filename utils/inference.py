@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from nets import Network
+from nets.weights import extract_state_dict, load_weights, read_checkpoint
 
 from .annotations import FrameRecord
+from .boxes import decode_outputs, non_max_suppression
 from .device import autocast
-from .images import read_frame
+from .errors import SSTNetError
+from .images import IMAGE_SUFFIXES, read_frame
 from .preprocess import preprocess_frame
-from .sequence import SequenceFolders, frame_number
+from .sequence import SequenceFolders, frame_number, window_numbers
 
 MODES = ("stream", "window")
 
@@ -42,6 +49,31 @@ class FrameRef:
         return self.window is not None
 
 
+@dataclass
+class FrameBatch:
+    """Consecutive frames of a walk: B×3×H×W inputs, their refs, original H×W and (if kept) original RGB frames."""
+
+    images: torch.Tensor
+    refs: list[FrameRef]
+    shapes: list[tuple[int, int]]
+    originals: list[np.ndarray | None] = field(default_factory=list)
+
+
+@dataclass
+class DetectSettings:
+    """How frames become detections: input size, window length, thresholds, engine mode and batching."""
+
+    input_shape: tuple[int, int] = (512, 512)
+    num_frame: int = 5
+    conf: float = 0.001
+    nms: float = 0.65
+    mode: str = "stream"
+    batch_size: int = 1
+    workers: int = 0
+    amp_dtype: torch.dtype | None = None
+
+
+# ---------------------------------------------------------------------------------------------- walk plans
 def plan_sequence_walk(records: Sequence[FrameRecord], num_frame: int,
                        folders: SequenceFolders | None = None) -> list[FrameRef]:
     """Every frame the windows of ``records`` need, once each, sequence by sequence in index order.
@@ -70,56 +102,102 @@ def plan_sequence_walk(records: Sequence[FrameRecord], num_frame: int,
     return plan
 
 
-def plan_folder(folder: str | os.PathLike, num_frame: int, suffixes: Iterable[str]) -> list[FrameRef]:
-    """Every frame of one sequence folder as a key frame, in numeric order."""
+def folder_frames(folder: str | os.PathLike) -> list[Path]:
+    """The frames of one sequence folder (integer names, image suffixes) in numeric order."""
     folder = Path(folder)
-    frames = sorted((path for path in folder.iterdir() if path.suffix.lower() in tuple(suffixes)
-                     and path.stem.isdigit()), key=frame_number)
-    records = [FrameRecord(path, np.zeros((0, 5), np.float32)) for path in frames]
-    return plan_sequence_walk(records, num_frame)
+    if not folder.is_dir():
+        raise SSTNetError(f"{folder}: not a folder of frames")
+    frames = sorted((path for path in folder.iterdir()
+                     if path.suffix.lower() in IMAGE_SUFFIXES and path.stem.isdigit()), key=frame_number)
+    if not frames:
+        raise SSTNetError(f"{folder}: no frames named by integer index (0.bmp, 1.bmp, ...)")
+    return frames
 
 
+def plan_frames(frames: Sequence[Path], num_frame: int) -> list[FrameRef]:
+    """Every frame in ``frames`` as a key frame (history frames from their folders as needed)."""
+    return plan_sequence_walk([FrameRecord(path, np.zeros((0, 5), np.float32)) for path in frames], num_frame)
+
+
+# ------------------------------------------------------------------------------------------ frame sources
 class FrameDataset(Dataset):
     """Decodes and letterboxes the frames of a walk plan (in workers); items keep the plan's order."""
 
-    def __init__(self, plan: Sequence[FrameRef], input_shape: tuple[int, int]) -> None:
+    def __init__(self, plan: Sequence[FrameRef], input_shape: tuple[int, int], keep_original: bool = False) -> None:
         self.plan = list(plan)
         self.input_shape = input_shape
+        self.keep_original = keep_original
 
     def __len__(self) -> int:
         return len(self.plan)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, int, tuple[int, int]]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int, tuple[int, int], np.ndarray | None]:
         image = read_frame(self.plan[index].path)
         data, _ = preprocess_frame(image, self.input_shape)
-        return data, index, image.shape[:2]
+        return data, index, image.shape[:2], image if self.keep_original else None
 
 
-def collate_frames(batch):
-    images = torch.from_numpy(np.stack([item[0] for item in batch]))
-    return images, [item[1] for item in batch], [item[2] for item in batch]
+def frame_batches(plan: Sequence[FrameRef], input_shape: tuple[int, int], batch_size: int, workers: int,
+                  keep_original: bool = False) -> Iterator[FrameBatch]:
+    """Batches of frames following ``plan``, decoded by ``workers`` processes."""
+    loader = DataLoader(FrameDataset(plan, input_shape, keep_original), batch_size=batch_size, shuffle=False,
+                        num_workers=workers, collate_fn=list)
+    for items in loader:
+        yield FrameBatch(torch.from_numpy(np.stack([item[0] for item in items])),
+                         [plan[item[1]] for item in items], [item[2] for item in items], [item[3] for item in items])
 
 
-def frame_batches(plan: Sequence[FrameRef], input_shape: tuple[int, int], batch_size: int,
-                  workers: int) -> Iterator[tuple[torch.Tensor, list[FrameRef], list[tuple[int, int]]]]:
-    """Batches of (B×3×H×W frames, their refs, their original H×W) following ``plan``."""
-    loader = DataLoader(FrameDataset(plan, input_shape), batch_size=batch_size, shuffle=False, num_workers=workers,
-                        collate_fn=collate_frames)
-    for images, indices, shapes in loader:
-        yield images, [plan[index] for index in indices], shapes
+def video_frame_count(path: str | os.PathLike) -> int:
+    capture = cv2.VideoCapture(str(path))
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    capture.release()
+    return count
 
 
+def video_batches(path: str | os.PathLike, input_shape: tuple[int, int], batch_size: int,
+                  num_frame: int) -> Iterator[FrameBatch]:
+    """Batches of a video file's frames, every frame a key frame (windows clamped at the first frame)."""
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise SSTNetError(f"{path}: cannot open as a video")
+    name = str(Path(path))
+    try:
+        pending: list[tuple[np.ndarray, FrameRef, np.ndarray]] = []
+        number = 0
+        while True:
+            ok, frame = capture.read()
+            if ok:
+                image = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                data, _ = preprocess_frame(image, input_shape)
+                ref = FrameRef(name, number, window=tuple(window_numbers(number, 0, num_frame)))
+                pending.append((data, ref, image))
+                number += 1
+            if pending and (not ok or len(pending) == batch_size):
+                yield FrameBatch(torch.from_numpy(np.stack([item[0] for item in pending])),
+                                 [item[1] for item in pending], [item[2].shape[:2] for item in pending],
+                                 [item[2] for item in pending])
+                pending = []
+            if not ok:
+                break
+        if number == 0:
+            raise SSTNetError(f"{path}: the video has no readable frames")
+    finally:
+        capture.release()
+
+
+# ---------------------------------------------------------------------------------------------- detection
 @dataclass
 class KeyFrameOutput:
-    """The raw head output (1×(5+C)×h×w) of one key frame and where it came from."""
+    """The raw head output (1×(5+C)×h×w) of one key frame, where it came from, and its original frame if kept."""
 
     ref: FrameRef
     output: torch.Tensor
     original_hw: tuple[int, int]
+    image: np.ndarray | None = None
 
 
 class SequenceDetector:
-    """Feeds frames, in walk order, to an eval-mode ``Network`` and yields the raw output of every key frame."""
+    """Feeds frames, in walk order, to an eval-mode ``Network`` and returns the raw output of every key frame."""
 
     def __init__(self, model: torch.nn.Module, num_frame: int, mode: str = "stream",
                  amp_dtype: torch.dtype | None = None) -> None:
@@ -140,14 +218,13 @@ class SequenceDetector:
         self._cache.clear()
 
     @torch.no_grad()
-    def process(self, images: torch.Tensor, refs: Sequence[FrameRef],
-                shapes: Sequence[tuple[int, int]]) -> list[KeyFrameOutput]:
+    def process(self, batch: FrameBatch) -> list[KeyFrameOutput]:
         """Consume a batch of consecutive frames of the walk; return the outputs of its key frames."""
-        images = images.to(self.device, self.dtype, non_blocking=True)
+        images = batch.images.to(self.device, self.dtype, non_blocking=True)
         with autocast(self.device, self.amp_dtype):
             per_frame = self.model.extract_frame_features(images) if self.mode == "stream" else images
         windows, keys = [], []
-        for index, ref in enumerate(refs):
+        for index, ref in enumerate(batch.refs):
             if ref.sequence != self._sequence:
                 self.reset()
                 self._sequence = ref.sequence
@@ -165,5 +242,51 @@ class SequenceDetector:
             else:
                 outputs = self.model(torch.stack(slots, dim=2))[0]
         outputs = outputs.float() if outputs.dtype in (torch.float16, torch.bfloat16) else outputs
-        return [KeyFrameOutput(refs[index], outputs[row:row + 1], tuple(shapes[index]))
+        originals = batch.originals or [None] * len(batch.refs)
+        return [KeyFrameOutput(batch.refs[index], outputs[row:row + 1], tuple(batch.shapes[index]), originals[index])
                 for row, index in enumerate(keys)]
+
+
+def postprocess(outputs: Sequence[KeyFrameOutput], settings: DetectSettings) -> list[np.ndarray]:
+    """Decode, threshold, NMS and map back: per key frame N×7 (top, left, bottom, right, obj, class_conf, class)."""
+    raw = torch.cat([item.output for item in outputs])
+    decoded = decode_outputs([raw], settings.input_shape)
+    return non_max_suppression(decoded, raw.shape[1] - 5, settings.input_shape,
+                               [item.original_hw for item in outputs], True, settings.conf, settings.nms)
+
+
+def detect_batches(model: torch.nn.Module, batches: Iterable[FrameBatch], settings: DetectSettings, total: int,
+                   progress: bool = True, desc: str = "detect") -> Iterator[tuple[KeyFrameOutput, np.ndarray]]:
+    """Run the engine over ``batches`` (``total`` frames, for the progress bar); yield each key frame's output
+    and its detections (rows as :func:`postprocess` returns them)."""
+    detector = SequenceDetector(model, settings.num_frame, settings.mode, settings.amp_dtype)
+    with tqdm(total=total, desc=desc, unit="frame", disable=not progress, dynamic_ncols=True) as bar:
+        for batch in batches:
+            outputs = detector.process(batch)
+            bar.update(len(batch.refs))
+            if outputs:
+                yield from zip(outputs, postprocess(outputs, settings))
+
+
+def detect_plan(model: torch.nn.Module, plan: Sequence[FrameRef], settings: DetectSettings, progress: bool = True,
+                desc: str = "detect", keep_original: bool = False) -> Iterator[tuple[KeyFrameOutput, np.ndarray]]:
+    """:func:`detect_batches` over the frames of a walk plan, decoded in ``settings.workers`` processes."""
+    batches = frame_batches(plan, settings.input_shape, settings.batch_size, settings.workers, keep_original)
+    return detect_batches(model, batches, settings, len(plan), progress, desc)
+
+
+def load_model(weights: str | os.PathLike, phi: str, num_frame: int, device: torch.device,
+               num_classes: int | None = None, source: str = "--weights") -> Network:
+    """An eval-mode ``Network`` with ``weights`` loaded strictly; classes and motion-branch width are read from
+    the checkpoint, and ``num_classes`` (from the annotations, when known) must agree with it."""
+    state = extract_state_dict(read_checkpoint(weights), str(weights))
+    classes_weight = state.get("head.cls_preds.0.weight")
+    found_classes = int(classes_weight.shape[0]) if classes_weight is not None else (num_classes or 1)
+    if num_classes is not None and found_classes != num_classes:
+        raise SSTNetError(f"{source} {weights}: trained for {found_classes} classes, but the annotations have "
+                          f"{num_classes}")
+    lstm_weight = state.get("mapping1.2.weight")
+    model = Network(found_classes, num_frame, phi,
+                    lstm_hidden=int(lstm_weight.shape[0]) if lstm_weight is not None else 64)
+    load_weights(model, state, mode="strict")
+    return model.to(device).eval()

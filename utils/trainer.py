@@ -29,8 +29,9 @@ from .device import autocast, check_amp, select_device
 from .distributed import (DistInfo, EpochSubsetSampler, all_reduce_sum, barrier, cleanup, init_distributed,
                           process_device)
 from .errors import SSTNetError
-from .evaluation import DetectSettings, evaluate
+from .evaluation import evaluate
 from .fileio import ensure_dir, write_json
+from .inference import DetectSettings
 from .preprocess import parse_input_shape
 
 # Flags that may differ when a run is resumed; everything else comes from the checkpoint so the run continues

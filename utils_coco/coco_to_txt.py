@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.annotations import format_index_line, read_coco  # noqa: E402
+from utils.annotations import dataset_root_of, format_index_line, read_coco  # noqa: E402
 from utils.errors import SSTNetError, run_cli  # noqa: E402
 from utils.fileio import write_text  # noqa: E402
 
@@ -33,16 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def default_root(json_path: Path) -> Path:
-    """DAUB/IRDST keep their json files in ROOT/annotations/."""
-    if json_path.resolve().parent.name != "annotations":
-        raise SSTNetError(f"{json_path}: not inside an 'annotations' folder; give the dataset root with --root")
-    return json_path.resolve().parent.parent
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    root = args.root if args.root is not None else default_root(args.json)
+    root = args.root if args.root is not None else dataset_root_of(args.json, "--root")
     if not root.is_dir():
         raise SSTNetError(f"{root}: dataset root not found")
     ground_truth = read_coco(args.json, root)

@@ -1,0 +1,95 @@
+"""Score SSTNet on a test split with COCO mAP50 / Precision / Recall / F1 exactly as the paper, plus Pd / Fa.
+
+Writes into --out-dir: detections.json (COCO results), metrics.json, pr_curve.txt (the authors' results format),
+pr_curve.png (with --compare: other methods' curves too) and f1_curve.png.
+
+Example:
+    python vid_map_coco.py --weights logs/best_epoch_weights.pth --data-root /data/DAUB
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from utils.errors import run_cli
+from utils.train_cli import DAUB
+
+DEFAULT_ANN = "annotations/instances_test2017.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True, help="trained weights (a plain or wrapped state dict)")
+    parser.add_argument("--data-root", type=Path, default=None,
+                        help="dataset root (default: the bundled synthetic DAUB-layout dataset)")
+    parser.add_argument("--ann", default=DEFAULT_ANN, help="COCO json to score, relative to --data-root unless absolute"
+                                                           f" (default: {DEFAULT_ANN})")
+    parser.add_argument("--input-size", default="512", help="input side S (multiple of 32) or HxW (default: 512)")
+    parser.add_argument("--num-frame", type=int, default=5, help="frames per window T (default: 5)")
+    parser.add_argument("--phi", default="s", choices=("nano", "tiny", "s", "m", "l", "x"), help="YOLOX size (default: s)")
+    parser.add_argument("--conf", type=float, default=0.001, help="confidence threshold (default: 0.001)")
+    parser.add_argument("--nms", type=float, default=0.65, help="NMS IoU threshold (default: 0.65)")
+    parser.add_argument("--mode", default="stream", choices=("stream", "window"),
+                        help="stream: one backbone pass per frame (default); window: the released computation, "
+                             "T passes per frame; both give the same detections")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--amp", default="none", choices=("none", "fp16", "bf16"), help="mixed precision (default: none)")
+    parser.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default: 8)")
+    parser.add_argument("--workers", type=int, default=2, help="frame-decoding worker processes (default: 2)")
+    parser.add_argument("--out-dir", type=Path, default=Path("map_out"), help="output folder (default: map_out)")
+    parser.add_argument("--all-frames", action="store_true",
+                        help="also score frames without annotations (default: annotated frames only, as the paper)")
+    parser.add_argument("--pd-conf", type=float, default=0.5, help="confidence threshold of Pd/Fa (default: 0.5)")
+    parser.add_argument("--pd-radius", type=float, default=3.0,
+                        help="a target is detected by a detection whose centre lies within this many pixels of its "
+                             "centre (default: 3)")
+    parser.add_argument("--compare", nargs="+", default=[], metavar="FILE",
+                        help="other methods' PR-curve files (101 tab-separated precisions) to plot with ours")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from utils.annotations import read_coco
+    from utils.dataloader import resolve_dataset_root
+    from utils.device import check_amp, select_device
+    from utils.errors import SSTNetError
+    from utils.evaluation import evaluate, read_pr_curve, write_eval_outputs
+    from utils.fileio import ensure_dir
+    from utils.inference import DetectSettings, load_model
+    from utils.preprocess import parse_input_shape
+    from utils.train_cli import ensure_synthetic_dataset
+
+    if args.num_frame < 2:
+        raise SSTNetError(f"--num-frame {args.num_frame}: SSTNet needs at least 2 frames per window")
+    if args.batch_size < 1 or args.workers < 0:
+        raise SSTNetError("--batch-size must be at least 1 and --workers at least 0")
+    input_shape = parse_input_shape(args.input_size)
+    device = select_device(args.device)
+    amp_dtype = check_amp(args.amp, device)
+    for path in args.compare:
+        read_pr_curve(path)  # fail before the long part
+    ensure_dir(args.out_dir)
+    root = resolve_dataset_root(args.data_root if args.data_root is not None else ensure_synthetic_dataset(DAUB))
+    ann = Path(args.ann)
+    ground_truth = read_coco(ann if ann.is_absolute() else root / ann, root)
+    model = load_model(args.weights, args.phi, args.num_frame, device, len(ground_truth.category_ids))
+    settings = DetectSettings(input_shape, args.num_frame, args.conf, args.nms, args.mode, args.batch_size,
+                              args.workers, amp_dtype)
+    started = time.perf_counter()
+    result, detections = evaluate(model, ground_truth, settings, all_frames=args.all_frames, pd_conf=args.pd_conf,
+                                  pd_radius=args.pd_radius, progress=not args.quiet)
+    elapsed = time.perf_counter() - started
+    write_eval_outputs(args.out_dir, result, detections, args.compare)
+    print(result.summary)
+    print(result.line())
+    print(f"{result.num_frames} frames, {len(detections)} detections, {elapsed:.1f} s "
+          f"({result.num_frames / max(elapsed, 1e-9):.1f} frames/s, {args.mode} mode); results in {args.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
