@@ -13,6 +13,17 @@ and the module returns the stacked h' of the last node visited. This is the rele
 released configuration (1 slice, 1 layer) the motion gates and attentions never influence h', so they
 receive no gradient.
 
+Two computations of the same function (``fast`` switches between them):
+
+- released: the authors' operations, step by step;
+- fast: ``conv`` and ``conv2`` are linear in the concatenation of their inputs, so their sum is ONE convolution
+  whose weight is assembled from both (inside the forward, so every parameter gets its released gradient).
+  Inputs that are known to be zero get no columns: the motion state mh in slice 0 and h at t = 0; for the first
+  node, where the head input is x itself, the head columns are added to the x columns. The motion update
+  (attentions, ``mm1``, ``mm2``, ``motion``) of the last node visited is skipped: its (mh', mc') is nobody's
+  input. Every other node keeps it (its mh' is the next node's head input, its (mh', mc') the next slice's
+  motion state), so with the released 1 slice × 1 layer the only node skips it.
+
 Channels: the first node's head sequence is the input itself and the attention output (one token per head
 channel) is added to the motion state, so the released node only works when the input width equals the
 hidden width; :class:`CrossSliceConvLSTM` checks that.
@@ -76,6 +87,14 @@ class CrossSliceConvLSTMNode(nn.Module):
         g = torch.tanh(g2 + g1)
         c_next = f * c + i * g
         h_next = o * torch.tanh(c_next)
+        mh_next, mc_next = self.motion_update(head, head_seq, h_next, c_next, mh, mc)
+        return h_next, c_next, mh_next, mc_next
+
+    def motion_update(self, head: torch.Tensor, head_seq: torch.Tensor, h_next: torch.Tensor, c_next: torch.Tensor,
+                      mh: torch.Tensor, mc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Steps 2–3 of a node step: the new motion state (mh', mc') from this step's head input, the head
+        sequence, the LSTM's new (h', c') and the incoming motion state (mh, mc)."""
+        n = self.hidden_dim
 
         # 2. Attention over channel tokens: the past one is queried by the first head frame and keyed on the
         #    motion state; the future one is queried by the last head frame and keyed on the past one's output.
@@ -95,7 +114,68 @@ class CrossSliceConvLSTMNode(nn.Module):
         mi, mf, mg, mo = torch.split(self.motion(torch.cat([head, u1, u2], dim=1)), n, dim=1)
         mc_next = torch.sigmoid(mf) * mc + torch.sigmoid(mi) * torch.tanh(mg) + c_next
         mh_next = torch.sigmoid(mo) * torch.tanh(mc_next) + h_next
-        return h_next, c_next, mh_next, mc_next
+        return mh_next, mc_next
+
+    def merged_gates(self, head_is_input: bool, motion_is_zero: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``conv`` and ``conv2`` as ONE convolution over concat(x, head, mh, h): its (weight, bias).
+
+        conv(cat(x, h)) + conv2(cat(x, h, head, mh)) is linear in each input, so each input's weight is the sum
+        of both convs' columns for it. ``head_is_input`` (head = x): the head columns join x's and the head is
+        left out of the concatenation; ``motion_is_zero`` (mh = 0): mh is left out with its columns. Assembled
+        from the parameters on every call, so autograd gives each of them its released gradient (zero on the
+        columns of a zero mh, as released).
+        """
+        d, n = self.input_dim, self.hidden_dim
+        w1_x, w1_h = self.conv.weight.split([d, n], dim=1)
+        w2_x, w2_h, w2_head, w2_mh = self.conv2.weight.split([d, n, d, n], dim=1)
+        columns = [w1_x + w2_x + w2_head] if head_is_input else [w1_x + w2_x, w2_head]
+        if not motion_is_zero:
+            columns.append(w2_mh)
+        columns.append(w1_h + w2_h)
+        bias = None if self.conv.bias is None else self.conv.bias + self.conv2.bias
+        return torch.cat(columns, dim=1), bias
+
+    def run_fast(self, x_seq: torch.Tensor, head_seq: torch.Tensor,
+                 motion_seq: list[tuple[torch.Tensor, torch.Tensor]] | None, head_is_input: bool,
+                 update_motion: bool) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+        """All T steps of this node, fast computation (see the module docstring); same result as T calls.
+
+        ``motion_seq``: the incoming (mh, mc) per step, None when they are zero (slice 0). Returns the stacked
+        h' (B×T×n×H×W) and, when ``update_motion``, the per-step (mh', mc'); otherwise steps 2–3 are skipped and
+        None is returned in their place.
+        """
+        n = self.hidden_dim
+        weight, bias = self.merged_gates(head_is_input, motion_seq is None)
+        padding = self.conv.padding
+        zeros = None  # the slice-0 motion state, only built when the motion update needs it
+        if update_motion and motion_seq is None:
+            zeros = x_seq.new_zeros(x_seq.shape[0], n, *x_seq.shape[-2:])
+        h = c = None  # zero at t = 0, so left out of the sums rather than added
+        hs, motion = [], []
+        for t in range(x_seq.shape[1]):
+            inputs = [x_seq[:, t]]
+            if not head_is_input:
+                inputs.append(head_seq[:, t])
+            if motion_seq is not None:
+                inputs.append(motion_seq[t][0])
+            if h is None:
+                gates = F.conv2d(_concat(inputs), weight[:, :-n], bias, padding=padding)
+            else:
+                gates = F.conv2d(_concat(inputs + [h]), weight, bias, padding=padding)
+            i, f, o, g = torch.split(gates, n, dim=1)
+            i, f, o, g = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o), torch.tanh(g)
+            c = i * g if c is None else f * c + i * g
+            h = o * torch.tanh(c)
+            hs.append(h)
+            if update_motion:
+                mh, mc = (zeros, zeros) if motion_seq is None else motion_seq[t]
+                motion.append(self.motion_update(head_seq[:, t], head_seq, h, c, mh, mc))
+        return torch.stack(hs, dim=1), motion if update_motion else None
+
+
+def _concat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Channel concatenation that does not copy a lone tensor."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=1)
 
 
 def node_key(slice_index: int, layer_index: int) -> str:
@@ -104,10 +184,11 @@ def node_key(slice_index: int, layer_index: int) -> str:
 
 
 class CrossSliceConvLSTM(nn.Module):
-    """``num_slices`` × ``num_layers`` nodes; maps a B×T×input_dim×H×W sequence to B×T×hidden_dim×H×W."""
+    """``num_slices`` × ``num_layers`` nodes; maps a B×T×input_dim×H×W sequence to B×T×hidden_dim×H×W.
+    ``fast`` picks the computation (module docstring)."""
 
     def __init__(self, input_dim: int = 64, hidden_dim: int = 64, kernel_size: int = 3, num_slices: int = 1,
-                 num_layers: int = 1, bias: bool = True) -> None:
+                 num_layers: int = 1, bias: bool = True, fast: bool = True) -> None:
         super().__init__()
         if input_dim != hidden_dim:
             raise SSTNetError(f"cross-slice ConvLSTM: input width {input_dim} must equal hidden width {hidden_dim} "
@@ -127,10 +208,34 @@ class CrossSliceConvLSTM(nn.Module):
             raise SSTNetError(f"cross-slice ConvLSTM: {num_slices} slices × {num_layers} layers give ambiguous "
                               "node names")
         self.cell_list = nn.ModuleDict(cells)
+        self.fast = fast
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        """B×T×input_dim×H×W → the last node's h' sequence, B×T×hidden_dim×H×W.
+
+        The fast computation skips the last node's attentions, so in training mode it draws fewer random numbers
+        (attention dropout) than the released one: the nodes before it draw the same, in the same order, but the
+        generator is left in a different state afterwards.
+        """
         if seq.dim() != 5 or seq.shape[2] != self.input_dim:
             raise SSTNetError(f"cross-slice ConvLSTM expects B×T×{self.input_dim}×H×W, got {tuple(seq.shape)}")
+        return self._forward_fast(seq) if self.fast else self._forward_released(seq)
+
+    def _forward_fast(self, seq: torch.Tensor) -> torch.Tensor:
+        x_seq = head_seq = seq
+        # Per layer, the per-step (mh', mc') of that layer's node in the previous slice; None: zeros (slice 0).
+        previous_slice: list[list[tuple[torch.Tensor, torch.Tensor]] | None] = [None] * self.num_layers
+        for s in range(self.num_slices):
+            for l in range(self.num_layers):
+                last = s == self.num_slices - 1 and l == self.num_layers - 1
+                x_seq, motion = self.cell_list[node_key(s, l)].run_fast(
+                    x_seq, head_seq, previous_slice[l], head_is_input=s == 0 and l == 0, update_motion=not last)
+                if not last:
+                    head_seq = torch.stack([mh for mh, _ in motion], dim=1)
+                    previous_slice[l] = motion
+        return x_seq
+
+    def _forward_released(self, seq: torch.Tensor) -> torch.Tensor:
         batch, steps, _, height, width = seq.shape
         zeros = seq.new_zeros(batch, self.hidden_dim, height, width)
         x_seq = head_seq = seq

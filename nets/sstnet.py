@@ -6,6 +6,13 @@ Input x: B×3×T×S_h×S_w (frames oldest first, key frame last), S_h and S_w mu
 out = B×(5+C)×S_h/8×S_w/8 raw head output (reg 4, obj 1, cls C).
 
 The defaults build the released model (phi "s", 5 frames), whose state dict matches the authors' key for key.
+
+``computation`` picks how the same function is computed: "released" runs the authors' operations; "fast"
+(default) skips work that cannot change the result — the neck applies the key half of ``conv_gl``'s first
+convolution once per window, the motion branch merges its two gate convolutions, leaves out inputs known to
+be zero and skips the motion update nobody reads (nets/neck.py, nets/convlstm.py), the motion loss applies
+``mapping2``'s LeakyReLU after the max-pool, and SiLU runs as one fused op (nets/blocks.py). Both give the same
+outputs, losses and gradients up to float rounding; the state dict is the same.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from torch import nn
 from utils.errors import SSTNetError
 
 from .backbone import FeatureExtractor, get_variant
+from .blocks import SiLU
 from .convlstm import CrossSliceConvLSTM
 from .head import DecoupledHead
 from .neck import MotionCouplingNeck
@@ -31,17 +39,20 @@ LSTM_SLICES = 1
 LSTM_LAYERS = 1
 LSTM_KERNEL = 3
 
+COMPUTATIONS = ("fast", "released")
+
 
 class Network(nn.Module):
     """SSTNet. ``phi`` picks the YOLOX size; ``lstm_*`` shrink the motion branch (tests), defaults as released.
 
     ``lstm_hidden`` is both the width ``mapping1`` maps each frame to and the ConvLSTM's hidden width (the
-    released node needs the two equal).
+    released node needs the two equal). ``computation``: "fast" or "released" (module docstring); change it
+    later with :meth:`set_computation`.
     """
 
     def __init__(self, num_classes: int = 1, num_frame: int = 5, phi: str = "s", lstm_hidden: int = LSTM_HIDDEN,
                  lstm_slices: int = LSTM_SLICES, lstm_layers: int = LSTM_LAYERS,
-                 lstm_kernel: int = LSTM_KERNEL) -> None:
+                 lstm_kernel: int = LSTM_KERNEL, computation: str = "fast") -> None:
         super().__init__()
         if num_frame < 2:
             raise SSTNetError(f"num_frame {num_frame}: SSTNet needs at least 2 frames")
@@ -67,6 +78,19 @@ class Network(nn.Module):
             nn.Conv2d(32, lstm_hidden, kernel_size=1, bias=False), nn.LeakyReLU())
         # Followed in motion_loss by a max-pool to P3's size (the release hard-codes 64×64, i.e. S = 512).
         self.mapping2 = nn.Sequential(nn.Conv2d(lstm_hidden * T, c * T, kernel_size=1, bias=False), nn.LeakyReLU())
+        self.set_computation(computation)
+
+    def set_computation(self, computation: str) -> Network:
+        """Compute with "fast" or "released" from now on (same function, same parameters); returns the model."""
+        if computation not in COMPUTATIONS:
+            raise SSTNetError(f"computation {computation!r}: expected one of {', '.join(COMPUTATIONS)}")
+        self.computation = computation
+        fast = computation == "fast"
+        self.neck.fast = self.SSTNet.fast = fast
+        for module in self.modules():
+            if isinstance(module, SiLU):
+                module.fused = fast
+        return self
 
     # ------------------------------------------------------------------ steps
     def check_input(self, x: torch.Tensor) -> None:
@@ -81,6 +105,19 @@ class Network(nn.Module):
     def extract_frame_features(self, frames: torch.Tensor) -> torch.Tensor:
         """One frame per sample, B×3×H×W → its P3 map B×c×H/8×W/8 (backbone + top-down path)."""
         return self.backbone(frames)
+
+    def frame_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """What a streaming caller keeps per frame for :meth:`detect`, B×3×H×W → one tensor per frame.
+
+        Released computation: the P3 map (B×c×H/8×W/8). Fast: P3 and its reference projection concatenated along
+        channels (B×3c×H/8×W/8: channels [0, c) P3, [c, 3c) the neck's projection, see
+        ``MotionCouplingNeck.project_references``), so a frame's share of every window it belongs to is computed
+        once.
+        """
+        p3 = self.extract_frame_features(frames)
+        if self.computation == "released":
+            return p3
+        return torch.cat([p3, self.neck.project_references(p3)], dim=1)
 
     def extract_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The T per-frame P3 maps of x (B×3×T×H×W), oldest first.
@@ -98,8 +135,20 @@ class Network(nn.Module):
         return list(feats.unbind(dim=1))
 
     def detect(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Neck + head on the T per-frame P3 maps: the raw B×(5+C)×H/8×W/8 output."""
-        return self.head(self.neck(feats))
+        """Neck + head on T per-frame maps, oldest first: the raw B×(5+C)×H/8×W/8 output.
+
+        Each map is a P3 map (c channels, :meth:`extract_frame_features`) or P3 with its reference projection
+        (3c channels, :meth:`frame_features` in the fast computation); either is accepted in both computations.
+        """
+        c = self.channels
+        p3, projections = [], []
+        for index, feat in enumerate(feats):
+            if feat.dim() != 4 or feat.shape[1] not in (c, 3 * c):
+                raise SSTNetError(f"detect: frame map {index} has shape {tuple(feat.shape)}, expected "
+                                  f"B×{c}×h×w (P3) or B×{3 * c}×h×w (P3 and its reference projection)")
+            p3.append(feat[:, :c])
+            projections.append(feat[:, c:] if feat.shape[1] == 3 * c else None)
+        return self.head(self.neck(p3, projections))
 
     def motion_features(self, x: torch.Tensor) -> torch.Tensor:
         """``mapping1`` on every frame, then the cross-slice ConvLSTM: B×T×hidden×H/4×W/4."""
@@ -109,9 +158,14 @@ class Network(nn.Module):
     def motion_loss(self, x: torch.Tensor, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         """MSE between the concatenated P3 maps (B×cT×H/8×W/8) and ``mapping2`` of the concatenated ConvLSTM
         outputs, max-pooled to P3's size. Gradients reach both the backbone and the motion branch."""
-        motion = self.motion_features(x)
-        predicted = self.mapping2(motion.flatten(start_dim=1, end_dim=2))
-        predicted = F.adaptive_max_pool2d(predicted, tuple(feats[0].shape[-2:]))
+        motion = self.motion_features(x).flatten(start_dim=1, end_dim=2)
+        size = tuple(feats[0].shape[-2:])
+        if self.computation == "released":
+            predicted = F.adaptive_max_pool2d(self.mapping2(motion), size)
+        else:
+            # LeakyReLU is non-decreasing, so it commutes with the max-pool: apply it to the pooled map.
+            conv, leaky_relu = self.mapping2
+            predicted = leaky_relu(F.adaptive_max_pool2d(conv(motion), size))
         return F.mse_loss(torch.cat(list(feats), dim=1), predicted)
 
     # ------------------------------------------------------------------ forward

@@ -54,8 +54,10 @@ def moving_sequence(folder, count, rng):
         cv2.imwrite(str(folder / f"{k}.bmp"), image)
 
 
+@pytest.mark.parametrize("computation", ["fast", "released"])
 @pytest.mark.parametrize("batch_size", [1, 4])
-def test_stream_equals_window(tmp_path, tiny_model, batch_size):
+def test_stream_equals_window(tmp_path, tiny_model, batch_size, computation):
+    tiny_model.set_computation(computation)
     rng = np.random.default_rng(3)
     moving_sequence(tmp_path / "s1", 9, rng)
     moving_sequence(tmp_path / "s2", 5, rng)

@@ -222,7 +222,7 @@ class SequenceDetector:
         """Consume a batch of consecutive frames of the walk; return the outputs of its key frames."""
         images = batch.images.to(self.device, self.dtype, non_blocking=True)
         with autocast(self.device, self.amp_dtype):
-            per_frame = self.model.extract_frame_features(images) if self.mode == "stream" else images
+            per_frame = self.model.frame_features(images) if self.mode == "stream" else images
         windows, keys = [], []
         for index, ref in enumerate(batch.refs):
             if ref.sequence != self._sequence:
