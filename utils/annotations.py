@@ -133,11 +133,12 @@ def read_coco(json_path: str | os.PathLike, root: str | os.PathLike | None = Non
     for index, annotation in enumerate(data["annotations"]):
         where = f"{name}: annotations[{index}]"
         _require(annotation, ("image_id", "category_id", "bbox"), where)
-        image_id = annotation["image_id"]
+        image_id = _integer_id(annotation["image_id"], f"{where}.image_id")
         if image_id not in images:
             raise SSTNetError(f"{where}: image_id {image_id!r} is not in 'images'")
-        if annotation["category_id"] not in class_of:
-            raise SSTNetError(f"{where}: category_id {annotation['category_id']!r} is not in 'categories'")
+        category_id = _integer_id(annotation["category_id"], f"{where}.category_id")
+        if category_id not in class_of:
+            raise SSTNetError(f"{where}: category_id {category_id!r} is not in 'categories'")
         bbox = annotation["bbox"]
         if not isinstance(bbox, list) or len(bbox) != 4:
             raise SSTNetError(f"{where}.bbox: expected [x, y, w, h], got {bbox!r}")
@@ -149,7 +150,7 @@ def read_coco(json_path: str | os.PathLike, root: str | os.PathLike | None = Non
             raise SSTNetError(f"{where}.bbox: {bbox!r} leaves the {image['width']}x{image['height']} image "
                               f"{image['file_name']}")
         x1, y1 = int(x), int(y)
-        boxes_of.setdefault(image_id, []).append([x1, y1, x1 + int(w), y1 + int(h), class_of[annotation["category_id"]]])
+        boxes_of.setdefault(image_id, []).append([x1, y1, x1 + int(w), y1 + int(h), class_of[category_id]])
 
     records, unannotated = [], []
     for image_id, image in images.items():

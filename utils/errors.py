@@ -11,6 +11,18 @@ class SSTNetError(Exception):
     """A problem with the user's input or environment, reported as one line without a traceback."""
 
 
+def one_line(message: str) -> str:
+    """The user-facing line of an error message.
+
+    An error raised in a DataLoader worker reaches the main process re-created with the worker's traceback in its
+    message ("Caught SSTNetError in DataLoader worker ... Original Traceback ..."); its last line holds ours.
+    """
+    if "Original Traceback" in message:
+        last = message.strip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return message
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
     """Run a script's ``main`` and turn failures into a one-line ``error: ...`` and a non-zero exit.
 
@@ -24,7 +36,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except SSTNetError as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
