@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,13 +122,23 @@ def check_args(args: argparse.Namespace) -> None:
         raise SSTNetError(f"--prior-prob {args.prior_prob}: must be in [0, 1)")
 
 
+def parse_args(argv: list[str] | None, defaults: DatasetDefaults) -> argparse.Namespace:
+    """Parsed arguments, plus ``given``: the destinations of the flags written on the command line (a resumed run
+    takes everything else from its checkpoint)."""
+    parser = build_parser(defaults)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    written = {token.split("=", 1)[0] for token in argv if token.startswith("--")}
+    args.given = sorted(action.dest for action in parser._actions if written & set(action.option_strings))
+    check_args(args)
+    return args
+
+
 def main(argv: list[str] | None, defaults: DatasetDefaults) -> int:
     """Parse, prepare the data, train."""
-    args = build_parser(defaults).parse_args(argv)
-    check_args(args)
+    args = parse_args(argv, defaults)
     if args.resume is None and args.data_root is None:
         args.data_root = ensure_synthetic_dataset(defaults)
-    args.data_root = str(args.data_root) if args.data_root is not None else None
     from .trainer import Trainer  # after argument checks: importing torch and the model takes a while
     trainer = Trainer(args)
     best = trainer.fit()

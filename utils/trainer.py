@@ -34,9 +34,9 @@ from .fileio import ensure_dir, write_json
 from .inference import DetectSettings
 from .preprocess import parse_input_shape
 
-# Flags that may differ when a run is resumed; everything else comes from the checkpoint so the run continues
-# exactly as it started.
-RESUME_OVERRIDES = ("device", "workers", "resume", "debug", "epochs", "eval_period", "save_period")
+# Flags that a resumed run takes from its command line when written there; everything else comes from the
+# checkpoint, so the run continues exactly as it started.
+RESUME_OVERRIDES = ("device", "workers", "debug", "epochs", "eval_period", "save_period")
 
 
 class TrainingDiverged(SSTNetError):
@@ -114,6 +114,9 @@ class Trainer:
         self.resume_state = load_resume(args.resume) if args.resume else None
         if self.resume_state is not None:
             args = self._restore_args(args, self.resume_state["args"])
+        if args.data_root is None:
+            raise SSTNetError("--data-root: no dataset given")
+        args.data_root = str(args.data_root)  # args are saved as JSON and in checkpoints: plain types only
         self.args = args
         device = select_device(args.device)
         self.dist = init_distributed(device)
@@ -164,9 +167,9 @@ class Trainer:
     @staticmethod
     def _restore_args(args: argparse.Namespace, saved: dict) -> argparse.Namespace:
         restored = argparse.Namespace(**saved)
-        for name in RESUME_OVERRIDES:
-            if hasattr(args, name):
-                setattr(restored, name, getattr(args, name))
+        restored.resume = args.resume
+        for name in set(RESUME_OVERRIDES) & set(getattr(args, "given", ())):
+            setattr(restored, name, getattr(args, name))
         return restored
 
     def _build_model(self) -> Network:

@@ -1,0 +1,186 @@
+"""Training: the CLI, exact resume, interruption, divergence, DDP on CPU, and a run that learns."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO
+from utils.errors import SSTNetError
+from utils.synthetic import SyntheticConfig, generate_dataset
+from utils.train_cli import DAUB, parse_args
+from utils.trainer import Trainer, TrainingDiverged
+
+TINY = ["--input-size", "64", "--phi", "nano", "--lstm-hidden", "8", "--batch-size", "2", "--workers", "0",
+        "--epoch-fraction", "1", "--val-fraction", "0.5", "--eval-period", "1", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_daub")
+    generate_dataset(root, SyntheticConfig(seed=5, train_sequences=2, test_sequences=1, frames_per_sequence=8,
+                                           height=64, width=64), progress=False)
+    return root
+
+
+def parse(*argv):
+    return parse_args(list(argv), DAUB)
+
+
+def weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_continues_exactly(tiny_data, tmp_path):
+    straight = tmp_path / "straight"
+    Trainer(parse("--data-root", str(tiny_data), "--epochs", "2", "--save-dir", str(straight), *TINY)).fit()
+    resumed = tmp_path / "resumed"
+    first = Trainer(parse("--data-root", str(tiny_data), "--epochs", "2", "--save-dir", str(resumed), *TINY))
+    first.fit(until_epoch=1)
+    assert not (resumed / "ep002-").exists()
+    second = Trainer(parse("--resume", str(resumed / "last_checkpoint.pth")))
+    assert second.start_epoch == 1 and second.args.save_dir == str(resumed)
+    second.fit()
+    assert_same_state(weights(straight / "last_epoch_weights.pth"), weights(resumed / "last_epoch_weights.pth"))
+    assert_same_state(torch.load(straight / "last_checkpoint.pth", weights_only=True)["model"],
+                      torch.load(resumed / "last_checkpoint.pth", weights_only=True)["model"])
+    rows = (resumed / "results.csv").read_text().splitlines()
+    assert rows[0] == "epoch,lr,loss,motion_loss,val_loss,mAP50,precision,recall,f1" and len(rows) == 3
+    assert rows == (straight / "results.csv").read_text().splitlines()
+
+
+def test_run_folder_contents(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    trainer = Trainer(parse("--data-root", str(tiny_data), "--epochs", "2", "--save-dir", str(run), "--save-period", "1",
+                            *TINY))
+    best = trainer.fit()
+    names = {path.name for path in run.iterdir()}
+    assert {"results.csv", "loss.png", "map.png", "args.json", "last_epoch_weights.pth", "best_epoch_weights.pth",
+            "last_checkpoint.pth", "last_checkpoint.prev.pth", "tensorboard"} <= names
+    assert sum(name.startswith("ep00") and name.endswith(".pth") for name in names) == 2
+    assert not [name for name in names if ".tmp" in name]
+    assert best.criterion == "mAP50" and best.epoch in (1, 2)
+    # The saved weights are plain state dicts the released model loads strictly (the authors' code does).
+    from nets import Network
+    Network(1, 5, "nano", lstm_hidden=8).load_state_dict(weights(run / "best_epoch_weights.pth"), strict=True)
+    assert list(weights(run / "last_epoch_weights.pth")) == list(trainer.ema.ema.state_dict())
+    assert os.stat(run / "results.csv").st_mode & 0o044  # readable by others, as normal files are
+    with pytest.raises(SSTNetError, match="already holds a run"):
+        Trainer(parse("--data-root", str(tiny_data), "--save-dir", str(run), *TINY))
+
+
+def test_best_follows_val_loss_without_evaluation(tiny_data, tmp_path):
+    trainer = Trainer(parse("--data-root", str(tiny_data), "--epochs", "1", "--save-dir", str(tmp_path / "r"),
+                            *TINY, "--eval-period", "0"))
+    best = trainer.fit()
+    assert best.criterion == "val_loss" and best.epoch == 1 and math.isfinite(best.value)
+    assert (tmp_path / "r" / "best_epoch_weights.pth").exists() and not (tmp_path / "r" / "map.png").exists()
+
+
+def test_divergence_stops_with_epoch_and_step_and_keeps_best(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    trainer = Trainer(parse("--data-root", str(tiny_data), "--epochs", "3", "--save-dir", str(run), *TINY))
+    trainer.fit(until_epoch=1)
+    best_before = (run / "best_epoch_weights.pth").read_bytes()
+    resumed = Trainer(parse("--resume", str(run / "last_checkpoint.pth")))
+    real_loss = resumed.loss_fn
+    calls = []
+
+    def exploding(outputs, targets):
+        calls.append(1)
+        value = real_loss(outputs, targets)
+        return value * float("nan") if len(calls) == 3 else value
+
+    resumed.loss_fn = exploding
+    with pytest.raises(TrainingDiverged, match=r"at epoch 2, step 3"):
+        resumed.fit()
+    assert (run / "best_epoch_weights.pth").read_bytes() == best_before
+    assert torch.load(run / "last_checkpoint.pth", weights_only=True)["epoch"] == 1
+
+
+def run_script(*argv, **kwargs):
+    return subprocess.run([sys.executable, *map(str, argv)], capture_output=True, text=True, cwd=REPO, **kwargs)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_leaves_a_resumable_run(tiny_data, tmp_path, signum):
+    run = tmp_path / "run"
+    command = [sys.executable, "train_daub.py", "--data-root", tiny_data, "--epochs", "4", "--save-dir", run, *TINY]
+    process = subprocess.Popen(list(map(str, command)), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    checkpoint = run / "last_checkpoint.pth"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert checkpoint.exists(), process.communicate()[1]
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "continue with --resume" in stderr and "Traceback" not in stderr
+    assert not [path for path in run.iterdir() if ".tmp" in path.name]
+    done = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert 1 <= done < 4
+    result = run_script("train_daub.py", "--resume", checkpoint)
+    assert result.returncode == 0, result.stderr
+    assert len((run / "results.csv").read_text().splitlines()) == 5
+
+
+def test_corrupt_resume_checkpoint_points_to_the_previous_one(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    Trainer(parse("--data-root", str(tiny_data), "--epochs", "2", "--save-dir", str(run), *TINY)).fit()
+    (run / "last_checkpoint.pth").write_bytes(b"\x00" * 100)
+    result = run_script("train_daub.py", "--resume", run / "last_checkpoint.pth")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "not a readable checkpoint" in result.stderr and "last_checkpoint.prev.pth" in result.stderr
+    result = run_script("train_daub.py", "--resume", run / "last_checkpoint.prev.pth", "--epochs", "2")
+    assert result.returncode == 0, result.stderr
+
+
+def test_same_seed_gives_identical_weights(tiny_data, tmp_path):
+    for name in ("a", "b"):
+        Trainer(parse("--data-root", str(tiny_data), "--epochs", "1", "--save-dir", str(tmp_path / name),
+                      "--augment", *TINY)).fit()
+    assert_same_state(weights(tmp_path / "a" / "last_epoch_weights.pth"),
+                      weights(tmp_path / "b" / "last_epoch_weights.pth"))
+
+
+def test_ddp_on_cpu_with_two_processes(tiny_data, tmp_path):
+    run = tmp_path / "ddp"
+    result = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train_daub.py",
+                        "--data-root", tiny_data, "--epochs", "1", "--save-dir", run, *TINY, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len((run / "results.csv").read_text().splitlines()) == 2
+    assert len(list((run / "tensorboard").iterdir())) == 1  # rank 0 alone logs
+    args = json.loads((run / "args.json").read_text())
+    assert args["batch_size"] == 2
+    from nets import Network
+    Network(1, 5, "nano", lstm_hidden=8).load_state_dict(weights(run / "last_epoch_weights.pth"), strict=True)
+
+
+def test_cli_help_and_bad_arguments(tiny_data):
+    result = run_script("train_daub.py", "--help")
+    assert result.returncode == 0
+    for flag in ("--data-root", "--train-ann", "--val-ann", "--train-txt", "--input-size", "--num-frame", "--phi",
+                 "--epochs", "--batch-size", "--lr", "--min-lr-ratio", "--optimizer", "--epoch-fraction",
+                 "--workers", "--device", "--amp", "--channels-last", "--pretrained", "--resume", "--save-dir",
+                 "--save-period", "--eval-period", "--seed", "--augment"):
+        assert flag in result.stdout
+    assert "(default: 512)" in result.stdout and "(default: 2023)" in result.stdout
+    for argv, message in ((["--input-size", "100"], "--input-size"), (["--num-frame", "1"], "--num-frame 1"),
+                          (["--device", "cuda"], "CUDA is not available"), (["--amp", "fp16", "--device", "cpu"],
+                                                                            "fp16 needs a CUDA device")):
+        result = run_script("train_daub.py", "--data-root", tiny_data, *argv)
+        assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr, argv
+    result = run_script("train_irdst.py", "--help")
+    assert result.returncode == 0 and "IRDST" in result.stdout
