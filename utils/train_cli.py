@@ -75,19 +75,19 @@ def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
                             "(0: keep the release's initialisation)")
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=int, default=100)
+    optim.add_argument("--epochs", type=int, default=100, help="training epochs")
     optim.add_argument("--batch-size", type=int, default=4, help="total batch over all processes")
     optim.add_argument("--lr", type=float, default=0.01, help="base learning rate for a batch of 64")
     optim.add_argument("--min-lr-ratio", type=float, default=0.01, help="final learning rate as a fraction of --lr")
     optim.add_argument("--scale-lr", action=argparse.BooleanOptionalAction, default=True,
                        help="scale --lr by batch/64 and clip to the release's bounds")
-    optim.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"))
-    optim.add_argument("--momentum", type=float, default=0.937)
-    optim.add_argument("--weight-decay", type=float, default=5e-4)
+    optim.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"), help="optimizer (SGD with Nesterov momentum, or Adam)")
+    optim.add_argument("--momentum", type=float, default=0.937, help="SGD momentum / Adam beta1")
+    optim.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay on conv/linear weights")
     optim.add_argument("--train-all-params", action="store_true",
                        help="also train the parameters the release leaves out of its optimizer (the neck's frame "
                             "weights, the attention input projections)")
-    optim.add_argument("--seed", type=int, default=2023)
+    optim.add_argument("--seed", type=int, default=2023, help="seed of every random draw (weights, epoch subsets, augmentation)")
 
     run = parser.add_argument_group("run")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
