@@ -106,20 +106,21 @@ def _first(keys: Sequence[str]) -> str:
 
 
 def load_weights(model: nn.Module, source: str | os.PathLike | Mapping, mode: str = "strict",
-                 include: Sequence[str] | None = None) -> LoadReport:
+                 include: Sequence[str] | None = None, name: str | None = None) -> LoadReport:
     """Load ``source`` (a checkpoint path or a loaded checkpoint / state dict) into ``model``.
 
     ``mode`` is ``strict`` or ``partial`` (see the module docstring). ``include`` (partial only): load just the
-    keys starting with one of these prefixes. Returns a :class:`LoadReport`.
+    keys starting with one of these prefixes. ``name`` names the source in messages (default: its path, or
+    "state dict" for a loaded one). Returns a :class:`LoadReport`.
     """
     if mode not in MODES:
         raise SSTNetError(f"weights mode {mode!r}: expected one of {', '.join(MODES)}")
     if include is not None and mode != "partial":
         raise SSTNetError("weights: 'include' applies to partial loading only")
     if isinstance(source, Mapping):
-        name, obj = "state dict", source
+        name, obj = name or "state dict", source
     else:
-        name, obj = str(source), read_checkpoint(source)
+        name, obj = name or str(source), read_checkpoint(source)
     state = extract_state_dict(obj, name)
     model_state = model.state_dict()
     report = LoadReport(source=name, mode=mode)

@@ -88,21 +88,32 @@ def test_best_follows_val_loss_without_evaluation(tiny_data, tmp_path):
     assert (tmp_path / "r" / "best_epoch_weights.pth").exists() and not (tmp_path / "r" / "map.png").exists()
 
 
-def test_divergence_stops_with_epoch_and_step_and_keeps_best(tiny_data, tmp_path):
+@pytest.mark.parametrize("where", ["loss", "outputs"])
+def test_divergence_stops_with_epoch_and_step_and_keeps_best(tiny_data, tmp_path, where):
     run = tmp_path / "run"
     trainer = Trainer(parse("--data-root", str(tiny_data), "--epochs", "3", "--save-dir", str(run), *TINY))
     trainer.fit(until_epoch=1)
     best_before = (run / "best_epoch_weights.pth").read_bytes()
     resumed = Trainer(parse("--resume", str(run / "last_checkpoint.pth")))
-    real_loss = resumed.loss_fn
     calls = []
+    if where == "loss":
+        real_loss = resumed.loss_fn
 
-    def exploding(outputs, targets):
-        calls.append(1)
-        value = real_loss(outputs, targets)
-        return value * float("nan") if len(calls) == 3 else value
+        def exploding(outputs, targets):
+            calls.append(1)
+            value = real_loss(outputs, targets)
+            return value * float("nan") if len(calls) == 3 else value
 
-    resumed.loss_fn = exploding
+        resumed.loss_fn = exploding
+    else:
+        real_forward = resumed.train_model.forward
+
+        def exploding(images):
+            calls.append(1)
+            (output,), motion_loss = real_forward(images)
+            return [output * float("inf") if len(calls) == 3 else output], motion_loss
+
+        resumed.train_model.forward = exploding
     with pytest.raises(TrainingDiverged, match=r"at epoch 2, step 3"):
         resumed.fit()
     assert (run / "best_epoch_weights.pth").read_bytes() == best_before

@@ -80,11 +80,13 @@ def format_pr_curve(curve: np.ndarray) -> str:
 
 def write_eval_outputs(out_dir: str | os.PathLike, result: EvalResult, detections: list[dict],
                        compare: Sequence[str | os.PathLike] = (), label: str = "SSTNet (ours)") -> Path:
-    """Write detections.json, metrics.json, pr_curve.txt, pr_curve.png and f1_curve.png into ``out_dir``."""
+    """Write detections.json, metrics.json, summary.txt (the COCO summary and the one-line report), pr_curve.txt,
+    pr_curve.png and f1_curve.png into ``out_dir``."""
     out_dir = ensure_dir(out_dir)
     others = {Path(path).stem: read_pr_curve(path) for path in compare}
     write_json(out_dir / "detections.json", detections)
     write_json(out_dir / "metrics.json", result.as_dict(), indent=2)
+    write_text(out_dir / "summary.txt", f"{result.summary}\n{result.line()}\n")
     write_text(out_dir / "pr_curve.txt", format_pr_curve(result.pr_curve))
     plot_pr_curves({label: result.pr_curve, **others}, out_dir / "pr_curve.png")
     plot_f1_confidence(*f1_confidence_curve(result.scores, result.matched, result.num_targets),

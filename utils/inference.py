@@ -288,5 +288,5 @@ def load_model(weights: str | os.PathLike, phi: str, num_frame: int, device: tor
     lstm_weight = state.get("mapping1.2.weight")
     model = Network(found_classes, num_frame, phi,
                     lstm_hidden=int(lstm_weight.shape[0]) if lstm_weight is not None else 64)
-    load_weights(model, state, mode="strict")
+    load_weights(model, state, mode="strict", name=str(weights))
     return model.to(device).eval()

@@ -242,10 +242,13 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             with autocast(self.device, self.amp_dtype):
                 outputs, motion_loss = self.train_model(images)
-            detection_loss = self.loss_fn([output.float() for output in outputs], targets)
-            loss = detection_loss + motion_loss.float()
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+            outputs = [output.float() for output in outputs]
+            # Checked before the loss: SimOTA's cost cannot even be computed on non-finite predictions.
+            finite = all(bool(torch.isfinite(output).all()) for output in outputs)
+            loss = self.loss_fn(outputs, targets) + motion_loss.float() if finite else None
+            if loss is None or not torch.isfinite(loss):
+                value = "nan" if loss is None else loss.item()
+                raise TrainingDiverged(f"loss became {value} at epoch {epoch + 1}, step {step + 1}; "
                                        "lower --lr or check the data (no weights were saved from this epoch)")
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()

@@ -43,8 +43,10 @@ def draw_frame(image: np.ndarray, detections: np.ndarray, class_names: Sequence[
             draw.rectangle((x1, y1, x2, y2), outline=GT_COLOUR, width=line)
     for top, left, bottom, right, obj, class_conf, cls in detections:
         colour = class_colour(int(cls), len(class_names))
-        left, top = max(0.0, float(left)), max(0.0, float(top))
-        right, bottom = min(width - 1.0, float(right)), min(height - 1.0, float(bottom))
+        left, right = np.clip([float(left), float(right)], 0, width - 1)
+        top, bottom = np.clip([float(top), float(bottom)], 0, height - 1)
+        if right <= left or bottom <= top:
+            continue  # a box wholly outside the frame (the letterbox padding) has nothing to draw
         draw.rectangle((left, top, right, bottom), outline=colour, width=line)
         text = f"{class_names[int(cls)]} {obj * class_conf:.2f}"
         text_box = draw.textbbox((0, 0), text, font=font)

@@ -1,0 +1,362 @@
+"""Benchmark: the released computation against ours, on one machine in one run.
+
+Measures (fixed seeds, warm-up, median of repeats):
+1. inference per frame at batch 1: the released computation (every window through the backbone T times) against
+   our streaming engine, with detections checked identical in the same run;
+2. evaluation throughput of the vid_map_coco.py engine at batch 1 and 8, and frame decoding + letterboxing;
+3. one training step (forward, loss, backward, optimizer step): released against ours, with loss and every
+   gradient checked equal (<= 1e-5 relative);
+4. parameters, GFLOPs per sample (torch.utils.flop_counter) and peak memory.
+Writes a table to stdout, readme/benchmarks.md and readme/benchmarks.json (keyed by device name).
+
+    python benchmarks/bench.py [--device cpu|cuda] [--quick] [--out FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from nets import Network, YOLOLoss  # noqa: E402
+from nets.training import init_weights  # noqa: E402
+from utils.annotations import read_coco  # noqa: E402
+from utils.device import check_amp, select_device  # noqa: E402
+from utils.errors import SSTNetError, run_cli  # noqa: E402
+from utils.fileio import write_json, write_text  # noqa: E402
+from utils.inference import (DetectSettings, FrameBatch, SequenceDetector, frame_batches, plan_sequence_walk,  # noqa: E402
+                             postprocess)
+from utils.synthetic import SyntheticConfig, generate_dataset  # noqa: E402
+
+DAUB_REAL = REPO.parent / "shared" / "data" / "daub_real"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    parser.add_argument("--quick", action="store_true", help="S = 256 only, fewer repeats (a few minutes on a CPU)")
+    parser.add_argument("--sizes", default=None, help="input sides to measure, e.g. 256,512 (default: 256,512; "
+                                                       "--quick: 256)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (default: 5; --quick: 3)")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="frames per inference walk (default: 20; --quick: 10)")
+    parser.add_argument("--train-batch", type=int, default=2, help="batch of the training step (default: 2)")
+    parser.add_argument("--phi", default="s", choices=("nano", "tiny", "s", "m", "l", "x"),
+                        help="model size (default: s, the released model)")
+    parser.add_argument("--amp", default="none", choices=("none", "fp16", "bf16"),
+                        help="also time inference under this autocast dtype (default: none)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="dataset root with annotations/instances_test2017.json (default: ../shared/data/daub_real "
+                             "when present, else a generated synthetic set)")
+    parser.add_argument("--out", type=Path, default=REPO / "readme" / "benchmarks.json",
+                        help="JSON results, merged by device name (default: readme/benchmarks.json)")
+    parser.add_argument("--markdown", type=Path, default=REPO / "readme" / "benchmarks.md",
+                        help="markdown table (default: readme/benchmarks.md)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(function, device: torch.device, repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``function()`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        function()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        synchronize(device)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def make_model(computation: str, device: torch.device, phi: str = "s") -> Network:
+    torch.manual_seed(0)
+    model = Network(1, 5, phi, computation=computation)
+    init_weights(model)
+    model.head.initialize_biases(0.01)  # a realistic number of detections above the evaluation threshold
+    return model.to(device)
+
+
+def benchmark_data(root: Path | None, work: Path) -> Path:
+    if root is not None:
+        return root
+    if (DAUB_REAL / "annotations" / "instances_test2017.json").exists():
+        return DAUB_REAL
+    generate_dataset(work, SyntheticConfig(train_sequences=1, test_sequences=1, frames_per_sequence=40),
+                     progress=False)
+    return work
+
+
+def inference_batches(root: Path, size: int, frames: int) -> list[FrameBatch]:
+    """The first ``frames`` key frames of the first test sequence, decoded once, batch 1, in walk order."""
+    ground_truth = read_coco(root / "annotations" / "instances_test2017.json", root)
+    records = ground_truth.records + ground_truth.unannotated
+    first_sequence = records[0].path.parent
+    records = sorted((r for r in records if r.path.parent == first_sequence), key=lambda r: int(r.path.stem))[:frames]
+    return list(frame_batches(plan_sequence_walk(records, 5), (size, size), 1, 0))
+
+
+def walk(model: Network, batches: list[FrameBatch], mode: str, amp_dtype) -> list:
+    detector = SequenceDetector(model, 5, mode, amp_dtype)
+    outputs = []
+    for batch in batches:
+        outputs.extend(detector.process(batch))
+    return outputs
+
+
+def measure_inference(models: dict, device: torch.device, sizes: list[int], root: Path, frames: int, repeats: int,
+                      amp: str, amp_dtype) -> tuple[dict, list[str]]:
+    """ms per frame: window (released computation, released engine) and stream (ours)."""
+    results, checks = {}, []
+    settings = DetectSettings(conf=0.001, nms=0.65)
+    for size in sizes:
+        batches = inference_batches(root, size, frames)
+        batches = [FrameBatch(b.images.to(device), b.refs, b.shapes) for b in batches]
+        row = {}
+        with torch.no_grad():
+            outputs = {mode: walk(models[computation], batches, mode, None)
+                       for mode, computation in (("window", "released"), ("stream", "fast"))}
+            error = max(relative_error(s.output, w.output) for s, w in zip(outputs["stream"], outputs["window"]))
+            settings.input_shape = (size, size)
+            detections = {mode: postprocess(items, settings) for mode, items in outputs.items()}
+            same = all(len(a) == len(b) and np.allclose(a, b, rtol=1e-4, atol=1e-2)
+                       for a, b in zip(detections["stream"], detections["window"]))
+            count = sum(len(d) for d in detections["stream"])
+            if error > 1e-5 or not same:
+                raise SSTNetError(f"streaming differs from the released computation at {size}: raw relative error "
+                                  f"{error:.2e}, detections identical: {same}")
+            checks.append(f"S={size}: streaming raw outputs within {error:.1e} (relative) of the released "
+                          f"computation; {count} detections identical over {len(batches)} frames")
+            for mode, computation in (("window", "released"), ("stream", "fast")):
+                seconds = timed(lambda: walk(models[computation], batches, mode, None), device, repeats)
+                row[mode] = 1000 * seconds / len(batches)
+            if amp != "none":
+                for mode, computation in (("window", "released"), ("stream", "fast")):
+                    with torch.autocast(device.type, dtype=amp_dtype):
+                        seconds = timed(lambda: walk(models[computation], batches, mode, amp_dtype), device, repeats)
+                    row[f"{mode}_{amp}"] = 1000 * seconds / len(batches)
+        results[str(size)] = row
+    return results, checks
+
+
+def measure_evaluation(model: Network, device: torch.device, size: int, root: Path, frames: int,
+                       repeats: int) -> dict:
+    """Frames/s of the vid_map_coco.py engine (decoding in the workers, detection, post-processing)."""
+    from utils.inference import detect_plan
+
+    ground_truth = read_coco(root / "annotations" / "instances_test2017.json", root)
+    plan = plan_sequence_walk(ground_truth.records[:frames], 5)
+    keys = sum(ref.is_key for ref in plan)
+    result = {}
+    for batch_size in (1, 8):
+        settings = DetectSettings((size, size), 5, batch_size=batch_size, workers=2)
+        seconds = timed(lambda: list(detect_plan(model, plan, settings, progress=False)), device, repeats)
+        result[f"batch{batch_size}"] = keys / seconds
+    loader_plan = plan_sequence_walk(ground_truth.records[:frames], 5)
+    seconds = timed(lambda: [None for _ in frame_batches(loader_plan, (size, size), 8, 2)], device, repeats)
+    result["decode_letterbox"] = len(loader_plan) / seconds
+    return result
+
+
+def training_inputs(size: int, batch: int, device: torch.device):
+    generator = torch.Generator().manual_seed(3)
+    images = torch.randn(batch, 3, 5, size, size, generator=generator).to(device)
+    targets = [torch.tensor([[size / 2 + 13 * b, size / 3, 8.0, 8.0, 0.0]], device=device) for b in range(batch)]
+    return images, targets
+
+
+def training_step(model: Network, images, targets, loss_fn, optimizer) -> torch.Tensor:
+    optimizer.zero_grad(set_to_none=True)
+    outputs, motion_loss = model(images)
+    loss = loss_fn(outputs, targets) + motion_loss
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def loss_and_gradients(model: Network, images, targets, loss_fn) -> tuple[torch.Tensor, dict]:
+    """One training-mode forward and backward with the attention's dropout off (it never reaches the loss)."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.MultiheadAttention):
+            module.eval()
+    model.zero_grad(set_to_none=True)
+    outputs, motion_loss = model(images)
+    loss = loss_fn(outputs, targets) + motion_loss
+    loss.backward()
+    return loss.detach(), {key: p.grad.detach().clone() for key, p in model.named_parameters() if p.grad is not None}
+
+
+def measure_training(models: dict, device: torch.device, size: int, batch: int, repeats: int) -> tuple[dict, str]:
+    """Seconds per step, released against ours, after checking loss and gradients equal on one step.
+
+    The equality is checked in float64, where rounding cannot hide a different function: in float32 the fused
+    SiLU and the reordered sums round differently and BatchNorm's backward amplifies that to about 1e-4 in some
+    BatchNorm gradients (reported as well).
+    """
+    images, targets = training_inputs(size, batch, device)
+    loss_fn = YOLOLoss(1)
+    results = {}
+    for precision, dtype in (("float64", torch.float64), ("float32", torch.float32)):
+        runs = {name: loss_and_gradients(copy.deepcopy(model).to(dtype), images.to(dtype), targets, loss_fn)
+                for name, model in models.items()}
+        (loss_r, grads_r), (loss_f, grads_f) = runs["released"], runs["fast"]
+        if grads_r.keys() != grads_f.keys():
+            raise SSTNetError("training step: the two computations give gradients to different parameters")
+        results[precision] = (relative_error(loss_f, loss_r),
+                              max(relative_error(grads_f[k], grads_r[k]) for k in grads_r if grads_r[k].norm() > 1e-12))
+    loss_error, grad_error = results["float64"]
+    if loss_error > 1e-5 or grad_error > 1e-5:
+        raise SSTNetError(f"training step at {size}: loss differs by {loss_error:.2e}, gradients by {grad_error:.2e}")
+    check = (f"training step S={size} B={batch}: in float64 the loss is within {loss_error:.1e} and every gradient "
+             f"within {grad_error:.1e} (relative) of the released computation; in float32 "
+             f"{results['float32'][0]:.1e} and {results['float32'][1]:.1e}")
+    result = {}
+    for name, model in models.items():
+        model.train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-9)  # a real step that leaves the weights as they are
+        result["released" if name == "released" else "ours"] = timed(
+            lambda: training_step(model, images, targets, loss_fn, optimizer), device, repeats)
+        model.eval()
+    return result, check
+
+
+def flop_counts(models: dict, device: torch.device, size: int) -> dict:
+    """GFLOPs per sample: eval window (released), streaming per frame (ours), training step forward+backward."""
+    counts = {}
+    x = torch.randn(1, 3, 5, size, size, device=device)
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as counter:
+            models["released"].eval()(x)
+        counts["window_released"] = counter.get_total_flops() / 1e9
+        model = models["fast"].eval()
+        cached = [model.frame_features(x[:, :, t]) for t in range(5)]
+        with FlopCounterMode(display=False) as counter:
+            model.frame_features(x[:, :, 0])
+            model.detect(cached)
+        counts["stream_per_frame"] = counter.get_total_flops() / 1e9
+    images, targets = training_inputs(size, 1, device)
+    for name, model in models.items():
+        model.train()
+        with FlopCounterMode(display=False) as counter:
+            outputs, motion_loss = model(images)
+            (YOLOLoss(1)(outputs, targets) + motion_loss).backward()
+        model.zero_grad(set_to_none=True)
+        model.eval()
+        counts[f"train_step_{'released' if name == 'released' else 'ours'}"] = counter.get_total_flops() / 1e9
+    return counts
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
+def markdown(entry: dict) -> str:
+    lines = [f"# Benchmark: {entry['device']}", "",
+             f"torch {entry['torch']}, {entry['date']}, command `{entry['command']}`. Median of {entry['repeats']} "
+             "timed repeats after warm-up.", "",
+             "## Inference per frame (batch 1, every frame a key frame of its 5-frame window)", "",
+             "| S | released (window) ms | ours (stream) ms | speed-up |", "| --- | --- | --- | --- |"]
+    for size, row in entry["inference"].items():
+        lines.append(f"| {size} | {row['window']:.1f} | {row['stream']:.1f} | {row['window'] / row['stream']:.2f}× |")
+        for key in sorted(k for k in row if "_" in k and k.startswith("window_")):
+            amp = key.split("_", 1)[1]
+            lines.append(f"| {size} {amp} | {row[key]:.1f} | {row['stream_' + amp]:.1f} | "
+                         f"{row[key] / row['stream_' + amp]:.2f}× |")
+    lines += ["", "## Training step (forward, loss, backward, optimizer step)", "",
+              "| S | batch | released s | ours s | speed-up |", "| --- | --- | --- | --- | --- |"]
+    for size, row in entry["train_step"].items():
+        lines.append(f"| {size} | {entry['train_batch']} | {row['released']:.3f} | {row['ours']:.3f} | "
+                     f"{row['released'] / row['ours']:.2f}× |")
+    evaluation = entry["evaluation"]
+    lines += ["", f"## Evaluation engine (vid_map_coco.py) at S = {evaluation['size']}", "",
+              f"- batch 1: {evaluation['batch1']:.1f} frames/s; batch 8: {evaluation['batch8']:.1f} frames/s",
+              f"- frame decoding + letterbox with 2 workers: {evaluation['decode_letterbox']:.0f} frames/s", "",
+              "## Model", "", f"- parameters: {entry['params'] / 1e6:.2f} M",
+              f"- peak memory: {entry['peak_mem_mb']:.0f} MB ({'GPU allocated' if 'cuda' in entry['command'] else 'process RSS'})"]
+    for size, counts in entry["gflops"].items():
+        lines.append(f"- GFLOPs per sample at {size}: eval window (released) {counts['window_released']:.1f}, "
+                     f"streaming per frame (ours) {counts['stream_per_frame']:.1f}, training step forward+backward "
+                     f"released {counts['train_step_released']:.1f} / ours {counts['train_step_ours']:.1f}")
+    lines += ["", "## Equality checks in this run", ""] + [f"- {check}" for check in entry["checks"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    device = select_device(args.device)
+    amp_dtype = check_amp(args.amp, device)
+    sizes = [int(s) for s in (args.sizes or ("256" if args.quick else "256,512")).split(",")]
+    repeats = args.repeats or (3 if args.quick else 5)
+    frames = args.frames or (10 if args.quick else 20)
+    with tempfile.TemporaryDirectory(prefix="sstnet_bench_") as work:
+        return run_benchmark(args, device, amp_dtype, sizes, repeats, frames, benchmark_data(args.data, Path(work)),
+                             argv)
+
+
+def run_benchmark(args, device, amp_dtype, sizes, repeats, frames, root, argv) -> int:
+    torch.manual_seed(0)
+    models = {name: make_model(name, device, args.phi).eval() for name in ("released", "fast")}
+    models["fast"].load_state_dict(models["released"].state_dict())
+    started = time.time()
+    inference, checks = measure_inference(models, device, sizes, root, frames, repeats, args.amp, amp_dtype)
+    print(f"inference done ({time.time() - started:.0f} s)", flush=True)
+    train_step = {}
+    for size in sizes if device.type == "cuda" else sizes[:1] + [s for s in sizes[1:] if not args.quick]:
+        train_step[str(size)], check = measure_training(models, device, size, args.train_batch, repeats)
+        checks.append(check)
+    print(f"training done ({time.time() - started:.0f} s)", flush=True)
+    evaluation = measure_evaluation(models["fast"], device, sizes[0], root, 4 * frames, max(1, repeats // 2))
+    evaluation["size"] = sizes[0]
+    entry = {"device": device_name(device), "torch": torch.__version__, "date": datetime.date.today().isoformat(),
+             "command": "python benchmarks/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+             "data": str(root), "repeats": repeats, "train_batch": args.train_batch,
+             "inference": inference, "train_step": train_step, "evaluation": evaluation,
+             "params": sum(p.numel() for p in models["fast"].parameters()),
+             "gflops": {str(size): flop_counts(models, device, size) for size in sizes},
+             "peak_mem_mb": peak_memory_mb(device), "checks": checks}
+    existing = json.loads(args.out.read_text()) if args.out.exists() else {}
+    existing[entry["device"]] = entry
+    write_json(args.out, existing, indent=2)
+    print(markdown(entry))
+    # The markdown report shows every device measured so far (the JSON keeps one entry per device).
+    write_text(args.markdown, "\n".join(markdown(existing[name]) for name in sorted(existing)))
+    print(f"wrote {args.out} and {args.markdown} ({time.time() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,21 @@
+"""The benchmark script runs end to end on a tiny configuration and writes its report (figures not asserted)."""
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_benchmark_smoke(tmp_path):
+    out, report = tmp_path / "bench.json", tmp_path / "bench.md"
+    result = subprocess.run([sys.executable, "benchmarks/bench.py", "--phi", "nano", "--sizes", "64", "--repeats", "1",
+                             "--frames", "3", "--out", str(out), "--markdown", str(report)],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (device, entry), = json.loads(out.read_text()).items()
+    assert device.startswith("CPU")
+    assert set(entry["inference"]["64"]) == {"window", "stream"}
+    assert set(entry["train_step"]["64"]) == {"released", "ours"}
+    assert entry["params"] > 0 and entry["peak_mem_mb"] > 0 and entry["gflops"]["64"]["window_released"] > 0
+    assert any("identical" in check for check in entry["checks"])
+    assert "| 64 |" in report.read_text()
