@@ -31,8 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--conf", type=float, default=0.001, help="confidence threshold (default: 0.001)")
     parser.add_argument("--nms", type=float, default=0.65, help="NMS IoU threshold (default: 0.65)")
     parser.add_argument("--mode", default="stream", choices=("stream", "window"),
-                        help="stream: one backbone pass per frame (default); window: the released computation, "
-                             "T passes per frame; both give the same detections")
+                        help="stream: one backbone pass per frame (default); window: as released, every window through "
+                             "the backbone (T passes per frame); both give the same detections")
+    parser.add_argument("--computation", default="fast", choices=("fast", "released"),
+                        help="fast: the same function with fewer operations; released: the authors' operations "
+                             "(default: fast)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--amp", default="none", choices=("none", "fp16", "bf16"), help="mixed precision (default: none)")
     parser.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default: 8)")
@@ -76,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     root = resolve_dataset_root(args.data_root if args.data_root is not None else ensure_synthetic_dataset(DAUB))
     ann = Path(args.ann)
     ground_truth = read_coco(ann if ann.is_absolute() else root / ann, root)
-    model = load_model(args.weights, args.phi, args.num_frame, device, len(ground_truth.category_ids))
+    model = load_model(args.weights, args.phi, args.num_frame, device, len(ground_truth.category_ids),
+                       computation=args.computation)
     settings = DetectSettings(input_shape, args.num_frame, args.conf, args.nms, args.mode, args.batch_size,
                               args.workers, amp_dtype)
     started = time.perf_counter()

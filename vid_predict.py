@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--phi", default="s", choices=("nano", "tiny", "s", "m", "l", "x"), help="YOLOX size (default: s)")
     parser.add_argument("--engine", default="stream", choices=("stream", "window"),
                         help="stream (one backbone pass per frame) or window (released); same detections")
+    parser.add_argument("--computation", default="fast", choices=("fast", "released"),
+                        help="fast: the same function with fewer operations; released: the authors' operations "
+                             "(default: fast)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--amp", default="none", choices=("none", "fp16", "bf16"), help="mixed precision (default: none)")
     parser.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default: 8)")
@@ -105,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         categories = {c["id"]: c.get("name", str(c["id"])) for c in ground_truth.data["categories"]}
         class_names = [categories[category_id] for category_id in ground_truth.category_ids]
         truth = {record.path.resolve(): record.boxes for record in ground_truth.records}
-    model = load_model(args.weights, args.phi, args.num_frame, device, len(class_names) if args.gt else None)
+    model = load_model(args.weights, args.phi, args.num_frame, device, len(class_names) if args.gt else None,
+                       computation=args.computation)
     if args.gt is None and model.num_classes > 1:
         class_names = [f"class{index}" for index in range(model.num_classes)]
     settings = DetectSettings(input_shape, args.num_frame, args.conf, args.nms, args.engine, args.batch_size,
@@ -156,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure_fps(model, args: argparse.Namespace, settings, is_video: bool) -> int:
-    """Time both engines on the same frames, decoded once beforehand, at batch 1 (per-frame latency)."""
+    """Frames/s of the streaming engine (ours) and of the released computation (every window through the
+    backbone T times), on the same frames decoded once beforehand, at batch 1 (per-frame latency)."""
     import dataclasses
     import itertools
 
@@ -169,26 +174,27 @@ def measure_fps(model, args: argparse.Namespace, settings, is_video: bool) -> in
     if is_video:
         source = video_batches(args.source, settings.input_shape, 1, args.num_frame)
     else:
-        frames = folder_frames(args.source)
-        source = frame_batches(plan_frames(frames, args.num_frame), settings.input_shape, 1, settings.workers)
+        source = frame_batches(plan_frames(folder_frames(args.source), args.num_frame), settings.input_shape, 1,
+                               settings.workers)
     batches = list(itertools.islice(source, args.fps_frames))
-    warmup = min(5, len(batches))
-    rates = {}
-    for engine in ("stream", "window"):
-        detector = SequenceDetector(model, args.num_frame, engine, settings.amp_dtype)
-        for batch in batches[:warmup]:
-            postprocess(detector.process(batch), single)
+    device = next(model.parameters()).device
+
+    def walk(detector: SequenceDetector, frames) -> None:
         detector.reset()
-        if torch.cuda.is_available() and model.head.stems[0].conv.weight.is_cuda:
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        for batch in batches:
+        for batch in frames:
             postprocess(detector.process(batch), single)
-        if torch.cuda.is_available() and model.head.stems[0].conv.weight.is_cuda:
-            torch.cuda.synchronize()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    rates = {}
+    for engine, computation in (("stream", "fast"), ("window", "released")):
+        detector = SequenceDetector(model.set_computation(computation), args.num_frame, engine, settings.amp_dtype)
+        walk(detector, batches[:5])  # warm-up
+        started = time.perf_counter()
+        walk(detector, batches)
         rates[engine] = len(batches) / (time.perf_counter() - started)
         print(f"{engine:6s}: {rates[engine]:7.2f} frames/s ({1000 / rates[engine]:.1f} ms/frame) over "
-              f"{len(batches)} frames at {settings.input_shape[0]}x{settings.input_shape[1]}")
+              f"{len(batches)} frames at {settings.input_shape[0]}x{settings.input_shape[1]} ({computation} computation)")
     print(f"streaming speed-up: {rates['stream'] / rates['window']:.2f}x")
     return 0
 

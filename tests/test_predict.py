@@ -52,6 +52,18 @@ def test_vid_map_coco_on_real_daub(daub_real, weights, tmp_path):
                                           max(metrics["precision"] + metrics["recall"], 1e-12), abs=1e-6)
 
 
+def test_released_computation_scores_the_same(daub_real, weights, tmp_path):
+    scores = {}
+    for name, options in (("ours", []), ("released", ["--mode", "window", "--computation", "released"])):
+        result = run("vid_map_coco.py", "--weights", weights, "--data-root", daub_real, "--out-dir", tmp_path / name,
+                     "--batch-size", "4", *MODEL, *options)
+        assert result.returncode == 0, result.stderr
+        scores[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert scores["ours"].keys() == scores["released"].keys()
+    for key, value in scores["ours"].items():
+        assert value == pytest.approx(scores["released"][key], abs=1e-6), key
+
+
 def test_bad_compare_file(daub_real, weights, tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_text("0.1\t0.2\n")

@@ -276,7 +276,7 @@ def detect_plan(model: torch.nn.Module, plan: Sequence[FrameRef], settings: Dete
 
 
 def load_model(weights: str | os.PathLike, phi: str, num_frame: int, device: torch.device,
-               num_classes: int | None = None, source: str = "--weights") -> Network:
+               num_classes: int | None = None, source: str = "--weights", computation: str = "fast") -> Network:
     """An eval-mode ``Network`` with ``weights`` loaded strictly; classes and motion-branch width are read from
     the checkpoint, and ``num_classes`` (from the annotations, when known) must agree with it."""
     state = extract_state_dict(read_checkpoint(weights), str(weights))
@@ -287,6 +287,6 @@ def load_model(weights: str | os.PathLike, phi: str, num_frame: int, device: tor
                           f"{num_classes}")
     lstm_weight = state.get("mapping1.2.weight")
     model = Network(found_classes, num_frame, phi,
-                    lstm_hidden=int(lstm_weight.shape[0]) if lstm_weight is not None else 64)
+                    lstm_hidden=int(lstm_weight.shape[0]) if lstm_weight is not None else 64, computation=computation)
     load_weights(model, state, mode="strict", name=str(weights))
     return model.to(device).eval()

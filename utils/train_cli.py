@@ -67,6 +67,9 @@ def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
     model.add_argument("--lstm-hidden", type=int, default=64,
                        help="width of the training-only motion branch (64 as released; other values change the "
                             "checkpoint layout)")
+    model.add_argument("--computation", default="fast", choices=("fast", "released"),
+                       help="fast: the same function with fewer operations (equal loss and gradients); released: the "
+                            "authors' operations")
     model.add_argument("--pretrained", default=None,
                        help="weights loaded by key and shape before training (e.g. the official YOLOX-s COCO "
                             "checkpoint for the backbone)")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import random
 import signal
 import time
@@ -26,7 +25,7 @@ from .callbacks import RunLogger
 from .checkpoint import RESUME_NAME, load_resume, save_resume, save_state
 from .dataloader import SequenceDataset, resolve_dataset_root, sequence_collate
 from .device import autocast, check_amp, select_device
-from .distributed import (DistInfo, EpochSubsetSampler, all_reduce_sum, barrier, cleanup, init_distributed,
+from .distributed import (EpochSubsetSampler, all_reduce_sum, barrier, cleanup, init_distributed,
                           process_device)
 from .errors import SSTNetError
 from .evaluation import evaluate
@@ -174,7 +173,8 @@ class Trainer:
 
     def _build_model(self) -> Network:
         args = self.args
-        model = Network(self.num_classes, args.num_frame, args.phi, lstm_hidden=args.lstm_hidden)
+        model = Network(self.num_classes, args.num_frame, args.phi, lstm_hidden=args.lstm_hidden,
+                        computation=getattr(args, "computation", "fast"))
         init_weights(model)
         if args.prior_prob > 0:
             model.head.initialize_biases(args.prior_prob)
