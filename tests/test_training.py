@@ -180,6 +180,25 @@ def test_ddp_on_cpu_with_two_processes(tiny_data, tmp_path):
     Network(1, 5, "nano", lstm_hidden=8).load_state_dict(weights(run / "last_epoch_weights.pth"), strict=True)
 
 
+def test_sync_bn_without_cuda_is_refused_in_one_line(tiny_data, tmp_path):
+    result = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train_daub.py",
+                        "--data-root", tiny_data, "--epochs", "1", "--save-dir", tmp_path / "s", *TINY, "--sync-bn",
+                        timeout=300)
+    assert result.returncode != 0
+    # Each worker prints one line; what follows is torchrun's own report of the failed workers.
+    worker_lines = result.stderr.splitlines()[:2]
+    assert all(line.startswith("error: --sync-bn: SyncBatchNorm needs CUDA devices") for line in worker_lines)
+
+
+def test_bf16_autocast_on_cpu(tiny_data, tmp_path):
+    best = Trainer(parse("--data-root", str(tiny_data), "--epochs", "1", "--save-dir", str(tmp_path / "r"), *TINY,
+                         "--amp", "bf16")).fit()
+    assert best.epoch == 1
+    state = weights(tmp_path / "r" / "last_epoch_weights.pth")
+    assert all(value.dtype in (torch.float32, torch.int64) for value in state.values())  # saved in full precision
+    assert all(torch.isfinite(value).all() for value in state.values() if value.is_floating_point())
+
+
 def test_cli_help_and_bad_arguments(tiny_data):
     result = run_script("train_daub.py", "--help")
     assert result.returncode == 0

@@ -185,6 +185,9 @@ class Trainer:
         if args.channels_last:
             model.to(memory_format=torch.channels_last)
         if args.sync_bn and self.dist.enabled:
+            if self.device.type != "cuda":
+                raise SSTNetError(f"--sync-bn: SyncBatchNorm needs CUDA devices, this run is on {self.device.type}; "
+                                  "drop --sync-bn")
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return model
 
