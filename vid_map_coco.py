@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from utils.errors import run_cli
+from utils.inference_cli import add_detector_arguments, detector_settings
 from utils.train_cli import DAUB
 
 DEFAULT_ANN = "annotations/instances_test2017.json"
@@ -25,21 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dataset root (default: the bundled synthetic DAUB-layout dataset)")
     parser.add_argument("--ann", default=DEFAULT_ANN, help="COCO json to score, relative to --data-root unless absolute"
                                                            f" (default: {DEFAULT_ANN})")
-    parser.add_argument("--input-size", default="512", help="input side S (multiple of 32) or HxW (default: 512)")
-    parser.add_argument("--num-frame", type=int, default=5, help="frames per window T (default: 5)")
-    parser.add_argument("--phi", default="s", choices=("nano", "tiny", "s", "m", "l", "x"), help="YOLOX size (default: s)")
-    parser.add_argument("--conf", type=float, default=0.001, help="confidence threshold (default: 0.001)")
-    parser.add_argument("--nms", type=float, default=0.65, help="NMS IoU threshold (default: 0.65)")
-    parser.add_argument("--mode", default="stream", choices=("stream", "window"),
-                        help="stream: one backbone pass per frame (default); window: as released, every window through "
-                             "the backbone (T passes per frame); both give the same detections")
-    parser.add_argument("--computation", default="fast", choices=("fast", "released"),
-                        help="fast: the same function with fewer operations; released: the authors' operations "
-                             "(default: fast)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--amp", default="none", choices=("none", "fp16", "bf16"), help="mixed precision (default: none)")
-    parser.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default: 8)")
-    parser.add_argument("--workers", type=int, default=2, help="frame-decoding worker processes (default: 2)")
+    add_detector_arguments(parser, conf=0.001, nms=0.65)
     parser.add_argument("--out-dir", type=Path, default=Path("map_out"), help="output folder (default: map_out)")
     parser.add_argument("--all-frames", action="store_true",
                         help="also score frames without annotations (default: annotated frames only, as the paper)")
@@ -58,21 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from utils.annotations import read_coco
     from utils.dataloader import resolve_dataset_root
-    from utils.device import check_amp, select_device
-    from utils.errors import SSTNetError
     from utils.evaluation import evaluate, read_pr_curve, write_eval_outputs
     from utils.fileio import ensure_dir
-    from utils.inference import DetectSettings, load_model
-    from utils.preprocess import parse_input_shape
+    from utils.inference import load_model
     from utils.train_cli import ensure_synthetic_dataset
 
-    if args.num_frame < 2:
-        raise SSTNetError(f"--num-frame {args.num_frame}: SSTNet needs at least 2 frames per window")
-    if args.batch_size < 1 or args.workers < 0:
-        raise SSTNetError("--batch-size must be at least 1 and --workers at least 0")
-    input_shape = parse_input_shape(args.input_size)
-    device = select_device(args.device)
-    amp_dtype = check_amp(args.amp, device)
+    device, settings = detector_settings(args)
     for path in args.compare:
         read_pr_curve(path)  # fail before the long part
     ensure_dir(args.out_dir)
@@ -81,8 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     ground_truth = read_coco(ann if ann.is_absolute() else root / ann, root)
     model = load_model(args.weights, args.phi, args.num_frame, device, len(ground_truth.category_ids),
                        computation=args.computation)
-    settings = DetectSettings(input_shape, args.num_frame, args.conf, args.nms, args.mode, args.batch_size,
-                              args.workers, amp_dtype)
     started = time.perf_counter()
     result, detections = evaluate(model, ground_truth, settings, all_frames=args.all_frames, pd_conf=args.pd_conf,
                                   pd_radius=args.pd_radius, progress=not args.quiet)
@@ -91,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     print(result.summary)
     print(result.line())
     print(f"{result.num_frames} frames, {len(detections)} detections, {elapsed:.1f} s "
-          f"({result.num_frames / max(elapsed, 1e-9):.1f} frames/s, {args.mode} mode); results in {args.out_dir}")
+          f"({result.num_frames / max(elapsed, 1e-9):.1f} frames/s, {args.engine} engine); results in {args.out_dir}")
     return 0
 
 

@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from utils.errors import run_cli
+from utils.inference_cli import add_detector_arguments, detector_settings
 
 MODES = ("predict", "dir", "video", "fps")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -32,20 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a frame (predict), a sequence folder (dir), a folder or video file (video, fps)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output PNG (predict), folder (dir) or .mp4 (video); default: under img_out/")
-    parser.add_argument("--conf", type=float, default=0.5, help="confidence threshold (default: 0.5)")
-    parser.add_argument("--nms", type=float, default=0.3, help="NMS IoU threshold (default: 0.3)")
-    parser.add_argument("--input-size", default="512", help="input side S (multiple of 32) or HxW (default: 512)")
-    parser.add_argument("--num-frame", type=int, default=5, help="frames per window T (default: 5)")
-    parser.add_argument("--phi", default="s", choices=("nano", "tiny", "s", "m", "l", "x"), help="YOLOX size (default: s)")
-    parser.add_argument("--engine", default="stream", choices=("stream", "window"),
-                        help="stream (one backbone pass per frame) or window (released); same detections")
-    parser.add_argument("--computation", default="fast", choices=("fast", "released"),
-                        help="fast: the same function with fewer operations; released: the authors' operations "
-                             "(default: fast)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--amp", default="none", choices=("none", "fp16", "bf16"), help="mixed precision (default: none)")
-    parser.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default: 8)")
-    parser.add_argument("--workers", type=int, default=2, help="frame-decoding worker processes (default: 2)")
+    add_detector_arguments(parser, conf=0.5, nms=0.3)
     parser.add_argument("--video-fps", type=float, default=None,
                         help="frame rate of the written video (default: the source video's, 25 for frame folders)")
     parser.add_argument("--crop", action="store_true", help="also save every detection as a PNG crop")
@@ -74,18 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from utils.annotations import dataset_root_of, read_coco
-    from utils.device import check_amp, select_device
     from utils.errors import SSTNetError
     from utils.fileio import ensure_dir
-    from utils.inference import (DetectSettings, detect_batches, detect_plan, folder_frames, load_model,
+    from utils.inference import (detect_batches, detect_plan, folder_frames, load_model,
                                  plan_frames, video_batches, video_frame_count)
-    from utils.preprocess import parse_input_shape
     from utils.visualize import crops, draw_frame, open_video, save_png, source_fps
 
-    if args.num_frame < 2:
-        raise SSTNetError(f"--num-frame {args.num_frame}: SSTNet needs at least 2 frames per window")
-    if args.batch_size < 1 or args.workers < 0 or args.fps_frames < 1:
-        raise SSTNetError("--batch-size and --fps-frames must be at least 1, --workers at least 0")
+    if args.fps_frames < 1:
+        raise SSTNetError(f"--fps-frames {args.fps_frames}: must be at least 1")
     if not args.source.exists():
         raise SSTNetError(f"--source {args.source}: not found")
     is_video = args.source.is_file() and args.source.suffix.lower() in VIDEO_SUFFIXES
@@ -96,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode in ("video", "fps") and not (args.source.is_dir() or is_video):
         raise SSTNetError(f"--source {args.source}: expected a folder of frames or a video file "
                           f"({', '.join(VIDEO_SUFFIXES)})")
-    input_shape = parse_input_shape(args.input_size)
-    device = select_device(args.device)
-    amp_dtype = check_amp(args.amp, device)
+    device, settings = detector_settings(args)
 
     class_names: list[str] = ["target"]
     truth: dict[Path, np.ndarray] = {}
@@ -112,15 +94,13 @@ def main(argv: list[str] | None = None) -> int:
                        computation=args.computation)
     if args.gt is None and model.num_classes > 1:
         class_names = [f"class{index}" for index in range(model.num_classes)]
-    settings = DetectSettings(input_shape, args.num_frame, args.conf, args.nms, args.engine, args.batch_size,
-                              args.workers, amp_dtype)
 
     if args.mode == "fps":
         return measure_fps(model, args, settings, is_video)
 
     out = args.out if args.out is not None else default_out(args)
     if is_video:
-        results = detect_batches(model, video_batches(args.source, input_shape, args.batch_size, args.num_frame),
+        results = detect_batches(model, video_batches(args.source, settings.input_shape, args.batch_size, args.num_frame),
                                  settings, video_frame_count(args.source), not args.quiet, desc=args.mode)
     else:
         frames = [args.source] if args.mode == "predict" else folder_frames(args.source)

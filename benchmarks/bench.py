@@ -49,7 +49,7 @@ DAUB_REAL = REPO.parent / "shared" / "data" / "daub_real"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
-    parser.add_argument("--quick", action="store_true", help="S = 256 only, fewer repeats (a few minutes on a CPU)")
+    parser.add_argument("--quick", action="store_true", help="S = 256 only, fewer repeats (about a minute on a 2-core CPU)")
     parser.add_argument("--sizes", default=None, help="input sides to measure, e.g. 256,512 (default: 256,512; "
                                                        "--quick: 256)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (default: 5; --quick: 3)")

@@ -207,6 +207,18 @@ def test_bad_options_in_every_script(dataset, weights, tmp_path, argv, fragment)
     assert_clean_error(result, fragment)
 
 
+@pytest.mark.parametrize("argv,fragment", [(["--batch-size", "0"], "--batch-size 0: must be at least 1"),
+                                           (["--workers", "-1"], "--workers -1: must be at least 0"),
+                                           (["--conf", "1.5"], "--conf 1.5: must lie in [0, 1]"),
+                                           (["--nms", "-0.1"], "--nms -0.1: must lie in [0, 1]")])
+def test_bad_detector_options_in_both_inference_scripts(dataset, weights, tmp_path, argv, fragment):
+    assert_clean_error(evaluate(dataset, weights / "nano.pth", *argv, out=tmp_path / "o"), fragment)
+    result = run("vid_predict.py", "--weights", weights / "nano.pth", "--source", dataset / "images/test/data2/3.bmp",
+                 "--out", tmp_path / "p.png", *TINY_MODEL, *argv)
+    assert_clean_error(result, fragment)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "p.png").exists()
+
+
 def test_debug_shows_the_traceback(dataset, tmp_path):
     result = run("vid_map_coco.py", "--weights", tmp_path / "none.pth", "--data-root", dataset, "--debug")
     assert result.returncode != 0 and "Traceback" in result.stderr and "SSTNetError" in result.stderr
