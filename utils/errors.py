@@ -23,6 +23,12 @@ def one_line(message: str) -> str:
     return message
 
 
+def report(line: str) -> None:
+    """Write one line to stderr in a single write, so that lines of concurrent processes (torchrun) never mix."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
     """Run a script's ``main`` and turn failures into a one-line ``error: ...`` and a non-zero exit.
 
@@ -36,16 +42,16 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except SSTNetError as exc:
         if debug:
             raise
-        print(f"error: {one_line(str(exc))}", file=sys.stderr)
+        report(f"error: {one_line(str(exc))}")
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        report("interrupted")
         sys.exit(130)
     except Exception as exc:  # anything unexpected still gets one line unless debugging
         if debug:
             raise
         where = traceback.extract_tb(exc.__traceback__)[-1]
-        print(f"error: {type(exc).__name__}: {exc} (at {os.path.basename(where.filename)}:{where.lineno}; "
-              f"rerun with --debug for the traceback)", file=sys.stderr)
+        report(f"error: {type(exc).__name__}: {exc} (at {os.path.basename(where.filename)}:{where.lineno}; "
+               f"rerun with --debug for the traceback)")
         sys.exit(1)
     sys.exit(code or 0)
