@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dataset root (default: the bundled synthetic DAUB-layout dataset)")
     parser.add_argument("--ann", default=DEFAULT_ANN, help="COCO json to score, relative to --data-root unless absolute"
                                                            f" (default: {DEFAULT_ANN})")
-    add_detector_arguments(parser, conf=0.001, nms=0.65)
+    add_detector_arguments(parser, conf=0.001, nms=0.65, engine_flags=("--mode", "--engine"))
     parser.add_argument("--out-dir", type=Path, default=Path("map_out"), help="output folder (default: map_out)")
     parser.add_argument("--all-frames", action="store_true",
                         help="also score frames without annotations (default: annotated frames only, as the paper)")

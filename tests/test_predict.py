@@ -54,7 +54,7 @@ def test_vid_map_coco_on_real_daub(daub_real, weights, tmp_path):
 
 def test_released_computation_scores_the_same(daub_real, weights, tmp_path):
     scores = {}
-    for name, options in (("ours", []), ("released", ["--engine", "window", "--computation", "released"])):
+    for name, options in (("ours", []), ("released", ["--mode", "window", "--computation", "released"])):
         result = run("vid_map_coco.py", "--weights", weights, "--data-root", daub_real, "--out-dir", tmp_path / name,
                      "--batch-size", "4", *MODEL, *options)
         assert result.returncode == 0, result.stderr

@@ -17,14 +17,19 @@ if TYPE_CHECKING:
 PHI_CHOICES = ("nano", "tiny", "s", "m", "l", "x")
 
 
-def add_detector_arguments(parser: argparse.ArgumentParser, conf: float, nms: float) -> None:
-    """Model, engine and device options; ``conf``/``nms`` are the script's defaults (spec §7 differs per script)."""
+def add_detector_arguments(parser: argparse.ArgumentParser, conf: float, nms: float,
+                           engine_flags: tuple[str, ...] = ("--engine",)) -> None:
+    """Model, engine and device options; ``conf``/``nms`` are the script's defaults (spec §7 differs per script).
+
+    ``engine_flags`` names the stream/window choice: vid_map_coco.py calls it ``--mode`` (``--engine`` too),
+    vid_predict.py ``--engine``, as its ``--mode`` picks what to do.
+    """
     parser.add_argument("--conf", type=float, default=conf, help=f"confidence threshold (default: {conf})")
     parser.add_argument("--nms", type=float, default=nms, help=f"NMS IoU threshold (default: {nms})")
     parser.add_argument("--input-size", default="512", help="input side S (multiple of 32) or HxW (default: 512)")
     parser.add_argument("--num-frame", type=int, default=5, help="frames per window T (default: 5)")
     parser.add_argument("--phi", default="s", choices=PHI_CHOICES, help="YOLOX size (default: s)")
-    parser.add_argument("--engine", default="stream", choices=("stream", "window"),
+    parser.add_argument(*engine_flags, dest="engine", default="stream", choices=("stream", "window"),
                         help="stream: one backbone pass per frame (default); window: as released, every window "
                              "through the backbone (T passes per frame); both give the same detections")
     parser.add_argument("--computation", default="fast", choices=("fast", "released"),
