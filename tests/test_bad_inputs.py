@@ -60,6 +60,11 @@ def evaluate(root, weights_file, *extra, out=None):
     return run("vid_map_coco.py", "--weights", weights_file, "--data-root", root, "--out-dir", out, *TINY_MODEL, *extra)
 
 
+def predict(root, weights_file, out, *extra):
+    return run("vid_predict.py", "--weights", weights_file, "--source", root / "images/test/data2/3.bmp", "--out", out,
+               *TINY_MODEL, *extra)
+
+
 def test_the_tiny_setup_runs(dataset, weights, tmp_path):
     result = evaluate(dataset, weights / "nano.pth", out=tmp_path / "out")
     assert result.returncode == 0, result.stderr
@@ -91,8 +96,7 @@ def test_unwritable_output_folder(dataset, weights, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     assert_clean_error(evaluate(dataset, weights / "nano.pth", out=blocker / "out"), "a_file", "cannot create folder")
-    result = run("vid_predict.py", "--weights", weights / "nano.pth", "--source",
-                 dataset / "images/test/data2/3.bmp", "--out", blocker / "x.png", *TINY_MODEL)
+    result = predict(dataset, weights / "nano.pth", blocker / "x.png")
     assert_clean_error(result, "cannot create folder")
     result = run("train_daub.py", "--data-root", dataset, "--save-dir", blocker / "run", *TINY_MODEL[:4])
     assert_clean_error(result, "cannot create folder")
@@ -200,8 +204,7 @@ def test_weights_for_another_frame_count(dataset, weights, tmp_path):
                                            (["--device", "cuda"], "--device cuda: CUDA is not available")])
 def test_bad_options_in_every_script(dataset, weights, tmp_path, argv, fragment):
     assert_clean_error(evaluate(dataset, weights / "nano.pth", *argv, out=tmp_path / "o"), fragment)
-    result = run("vid_predict.py", "--weights", weights / "nano.pth", "--source", dataset / "images/test/data2/3.bmp",
-                 "--out", tmp_path / "p.png", *TINY_MODEL, *argv)
+    result = predict(dataset, weights / "nano.pth", tmp_path / "p.png", *argv)
     assert_clean_error(result, fragment)
     result = run("train_daub.py", "--data-root", dataset, "--save-dir", tmp_path / "run", *TINY_MODEL[:4], *argv)
     assert_clean_error(result, fragment)
@@ -213,8 +216,7 @@ def test_bad_options_in_every_script(dataset, weights, tmp_path, argv, fragment)
                                            (["--nms", "-0.1"], "--nms -0.1: must lie in [0, 1]")])
 def test_bad_detector_options_in_both_inference_scripts(dataset, weights, tmp_path, argv, fragment):
     assert_clean_error(evaluate(dataset, weights / "nano.pth", *argv, out=tmp_path / "o"), fragment)
-    result = run("vid_predict.py", "--weights", weights / "nano.pth", "--source", dataset / "images/test/data2/3.bmp",
-                 "--out", tmp_path / "p.png", *TINY_MODEL, *argv)
+    result = predict(dataset, weights / "nano.pth", tmp_path / "p.png", *argv)
     assert_clean_error(result, fragment)
     assert not (tmp_path / "o").exists() and not (tmp_path / "p.png").exists()
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Sequence
 
@@ -87,6 +88,12 @@ def sequence_collate(batch: Sequence[tuple[np.ndarray, torch.Tensor]]) -> tuple[
     """Stack samples into B×3×T×H×W and keep the per-sample n×5 targets as a list."""
     images = torch.from_numpy(np.stack([sample for sample, _ in batch]))
     return images, [targets for _, targets in batch]
+
+
+def worker_ignores_interrupts(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: Ctrl-C in a terminal reaches the workers too, which inherit the main process's
+    handler; they leave the stop to the main process, which shuts them down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def resolve_dataset_root(root: str | os.PathLike) -> Path:

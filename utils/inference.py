@@ -28,6 +28,7 @@ from .boxes import decode_outputs, non_max_suppression
 from .device import autocast
 from .errors import SSTNetError
 from .images import IMAGE_SUFFIXES, read_frame
+from .dataloader import worker_ignores_interrupts
 from .preprocess import preprocess_frame
 from .sequence import SequenceFolders, frame_number, window_numbers
 
@@ -141,7 +142,7 @@ def frame_batches(plan: Sequence[FrameRef], input_shape: tuple[int, int], batch_
                   keep_original: bool = False) -> Iterator[FrameBatch]:
     """Batches of frames following ``plan``, decoded by ``workers`` processes."""
     loader = DataLoader(FrameDataset(plan, input_shape, keep_original), batch_size=batch_size, shuffle=False,
-                        num_workers=workers, collate_fn=list)
+                        num_workers=workers, collate_fn=list, worker_init_fn=worker_ignores_interrupts)
     for items in loader:
         yield FrameBatch(torch.from_numpy(np.stack([item[0] for item in items])),
                          [plan[item[1]] for item in items], [item[2] for item in items], [item[3] for item in items])

@@ -5,11 +5,12 @@ import argparse
 import math
 import random
 import signal
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from nets.training import ModelEMA, build_optimizer, init_weights, lr_at_epoch, 
 from .annotations import CocoGroundTruth, read_coco, read_index, records_to_coco
 from .callbacks import RunLogger
 from .checkpoint import RESUME_NAME, load_resume, save_resume, save_state
-from .dataloader import SequenceDataset, resolve_dataset_root, sequence_collate
+from .dataloader import SequenceDataset, resolve_dataset_root, sequence_collate, worker_ignores_interrupts
 from .device import autocast, check_amp, select_device
 from .distributed import (EpochSubsetSampler, all_reduce_sum, barrier, cleanup, init_distributed,
                           process_device)
@@ -84,16 +85,38 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-@contextmanager
-def interrupts_as_keyboard_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt too, so both stop training the same clean way."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+class StopRequest:
+    """SIGINT and SIGTERM ask training to stop at the next step boundary; a second signal stops at once.
+
+    A KeyboardInterrupt raised straight from the handler can land anywhere (inside tqdm's constructor, whose
+    half-built bar then prints a traceback), so the first signal only sets a flag that the loops check.
+    """
+
+    def __init__(self, log: Callable[[str], None]):
+        self.requested = False
+        self.log = log
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.log(f"{signal.Signals(signum).name}: stopping after this step (send it again to stop at once)")
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield self
+            return
+        previous = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 def load_split(args: argparse.Namespace, root: Path, split: str) -> CocoGroundTruth:
@@ -161,6 +184,7 @@ class Trainer:
         elif self.dist.is_main:
             self._check_run_dir()
         self.logger = RunLogger(ensure_dir(self.run_dir), rows) if self.dist.is_main else None
+        self.stop = StopRequest(self.log)
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
@@ -223,7 +247,7 @@ class Trainer:
     def loader(self, dataset: SequenceDataset, sampler: EpochSubsetSampler) -> DataLoader:
         return DataLoader(dataset, batch_size=self.args.batch_size // self.dist.world_size, sampler=sampler,
                           num_workers=self.args.workers, collate_fn=sequence_collate, drop_last=True,
-                          pin_memory=self.device.type == "cuda")
+                          pin_memory=self.device.type == "cuda", worker_init_fn=worker_ignores_interrupts)
 
     def _to_device(self, images: torch.Tensor, targets: list[torch.Tensor]):
         images = images.to(self.device, non_blocking=True)
@@ -263,6 +287,7 @@ class Trainer:
             self.ema.update(self.train_model)
             totals += torch.tensor([loss.item(), motion_loss.item(), 1.0], dtype=torch.float64)
             bar.set_postfix(loss=f"{totals[0] / totals[2]:.3f}", motion=f"{totals[1] / totals[2]:.4f}", lr=f"{lr:.2e}")
+            self.stop.check()
         totals = all_reduce_sum(totals, self.dist)
         return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
@@ -280,6 +305,7 @@ class Trainer:
                 outputs = model(images)
             totals += torch.tensor([self.loss_fn([output.float() for output in outputs], targets).item(), 1.0],
                                    dtype=torch.float64)
+            self.stop.check()
         totals = all_reduce_sum(totals, self.dist)
         return float(totals[0] / totals[1])
 
@@ -323,8 +349,9 @@ class Trainer:
                      f"run folder {self.run_dir}")
         epoch = self.start_epoch
         try:
-            with interrupts_as_keyboard_interrupt():
+            with self.stop.installed():
                 for epoch in range(self.start_epoch, last):
+                    self.stop.check()
                     started = time.time()
                     lr = lr_at_epoch(epoch, args.epochs, self.lr, self.min_lr)
                     set_optimizer_lr(self.optimizer, lr)
