@@ -45,6 +45,9 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         report(f"error: {one_line(str(exc))}")
         sys.exit(2)
     except KeyboardInterrupt:
+        # An interrupt can land inside a constructor (tqdm's, say) whose half-built object then fails in __del__
+        # during exit; that report would be a traceback about our own stop.
+        sys.unraisablehook = lambda unraisable: None
         report("interrupted")
         sys.exit(130)
     except Exception as exc:  # anything unexpected still gets one line unless debugging
