@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out if args.out is not None else default_out(args)
     if is_video:
-        results = detect_batches(model, video_batches(args.source, settings.input_shape, args.batch_size, args.num_frame),
+        results = detect_batches(model, video_batches(args.source, settings.input_shape, settings.batch_size, args.num_frame),
                                  settings, video_frame_count(args.source), not args.quiet, desc=args.mode)
     else:
         frames = [args.source] if args.mode == "predict" else folder_frames(args.source)
@@ -145,8 +145,7 @@ def measure_fps(model, args: argparse.Namespace, settings, is_video: bool) -> in
     import dataclasses
     import itertools
 
-    import torch
-
+    from utils.device import synchronize
     from utils.inference import (SequenceDetector, folder_frames, frame_batches, plan_frames, postprocess,
                                  video_batches)
 
@@ -163,8 +162,7 @@ def measure_fps(model, args: argparse.Namespace, settings, is_video: bool) -> in
         detector.reset()
         for batch in frames:
             postprocess(detector.process(batch), single)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
 
     rates = {}
     for engine, computation in (("stream", "fast"), ("window", "released")):

@@ -33,9 +33,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from nets import Network, YOLOLoss  # noqa: E402
+from nets.backbone import VARIANTS  # noqa: E402
 from nets.training import init_weights  # noqa: E402
 from utils.annotations import read_coco  # noqa: E402
-from utils.device import check_amp, select_device  # noqa: E402
+from utils.device import AMP_DTYPES, check_amp, select_device, synchronize  # noqa: E402
 from utils.errors import SSTNetError, run_cli  # noqa: E402
 from utils.fileio import write_json, write_text  # noqa: E402
 from utils.inference import (DetectSettings, FrameBatch, SequenceDetector, frame_batches, plan_sequence_walk,  # noqa: E402
@@ -44,6 +45,10 @@ from utils.sequence import window_numbers  # noqa: E402
 from utils.synthetic import SyntheticConfig, generate_dataset  # noqa: E402
 
 DAUB_REAL = REPO.parent / "shared" / "data" / "daub_real"
+# Each engine with the computation it is measured in: the released one as released, streaming as ours.
+ENGINES = (("window", "released"), ("stream", "fast"))
+# The names the report gives the two models.
+REPORT_NAMES = {"released": "released", "fast": "ours"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, default=None,
                         help="frames per inference walk (default: 20; --quick: 10)")
     parser.add_argument("--train-batch", type=int, default=2, help="batch of the training step (default: 2)")
-    parser.add_argument("--phi", default="s", choices=("nano", "tiny", "s", "m", "l", "x"),
+    parser.add_argument("--phi", default="s", choices=tuple(VARIANTS),
                         help="model size (default: s, the released model)")
-    parser.add_argument("--amp", default="none", choices=("none", "fp16", "bf16"),
+    parser.add_argument("--amp", default="none", choices=tuple(AMP_DTYPES),
                         help="also time inference under this autocast dtype (default: none)")
     parser.add_argument("--data", type=Path, default=None,
                         help="dataset root with annotations/instances_test2017.json (default: ../shared/data/daub_real "
@@ -69,11 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="markdown table (default: readme/benchmarks.md)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(function, device: torch.device, repeats: int, warmup: int = 1) -> float:
@@ -166,7 +166,7 @@ def measure_inference(models: dict, device: torch.device, sizes: list[int], root
             # Compared in float64, where the fused SiLU's different rounding cannot hide a difference (in float32,
             # boxes scoring within rounding of the 0.001 threshold can fall on either side; reported below).
             exact = {mode: walk(copy.deepcopy(models[computation]).double(), batches[:5], mode, None)
-                     for mode, computation in (("window", "released"), ("stream", "fast"))}
+                     for mode, computation in ENGINES}
             error = max(relative_error(s.output, w.output) for s, w in zip(exact["stream"], exact["window"]))
             detections = {mode: postprocess(items, settings) for mode, items in exact.items()}
             same = all(len(a) == len(b) and np.allclose(a, b, rtol=1e-6, atol=1e-4)
@@ -176,19 +176,18 @@ def measure_inference(models: dict, device: torch.device, sizes: list[int], root
                 raise SSTNetError(f"streaming differs from the released computation at {size}: raw relative error "
                                   f"{error:.2e}, {count} detections, identical: {same}")
             single = {mode: postprocess(walk(models[computation], batches, mode, None), settings)
-                      for mode, computation in (("window", "released"), ("stream", "fast"))}
+                      for mode, computation in ENGINES}
             agreeing = sum(matching_rows(a, b) for a, b in zip(single["stream"], single["window"]))
             total = sum(len(d) for d in single["window"])
             checks.append(f"S={size}: in float64 streaming raw outputs are within {error:.1e} (relative) of the "
                           f"released computation and all {count} detections of {len(detections['stream'])} frames are "
                           f"identical; in float32 {agreeing} of {total} detections over {len(batches)} frames agree")
-            for mode, computation in (("window", "released"), ("stream", "fast")):
+            for mode, computation in ENGINES:
                 seconds = timed(lambda: walk(models[computation], batches, mode, None), device, repeats)
                 row[mode] = 1000 * seconds / len(batches)
             if amp != "none":
-                for mode, computation in (("window", "released"), ("stream", "fast")):
-                    with torch.autocast(device.type, dtype=amp_dtype):
-                        seconds = timed(lambda: walk(models[computation], batches, mode, amp_dtype), device, repeats)
+                for mode, computation in ENGINES:
+                    seconds = timed(lambda: walk(models[computation], batches, mode, amp_dtype), device, repeats)
                     row[f"{mode}_{amp}"] = 1000 * seconds / len(batches)
         results[str(size)] = row
     return results, checks
@@ -207,9 +206,8 @@ def measure_evaluation(model: Network, device: torch.device, size: int, root: Pa
         settings = DetectSettings((size, size), 5, batch_size=batch_size, workers=2)
         seconds = timed(lambda: list(detect_plan(model, plan, settings, progress=False)), device, repeats)
         result[f"batch{batch_size}"] = keys / seconds
-    loader_plan = plan_sequence_walk(ground_truth.records[:frames], 5)
-    seconds = timed(lambda: [None for _ in frame_batches(loader_plan, (size, size), 8, 2)], device, repeats)
-    result["decode_letterbox"] = len(loader_plan) / seconds
+    seconds = timed(lambda: [None for _ in frame_batches(plan, (size, size), 8, 2)], device, repeats)
+    result["decode_letterbox"] = len(plan) / seconds
     return result
 
 
@@ -276,7 +274,7 @@ def time_training(models: dict, device: torch.device, size: int, batch: int, rep
     for name, model in models.items():
         model.train()
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-9)  # a real step that leaves the weights as they are
-        result["released" if name == "released" else "ours"] = timed(
+        result[REPORT_NAMES[name]] = timed(
             lambda: training_step(model, images, targets, loss_fn, optimizer), device, repeats)
         model.eval()
     return result
@@ -304,7 +302,7 @@ def flop_counts(models: dict, device: torch.device, size: int) -> dict:
             (YOLOLoss(1)(outputs, targets) + motion_loss).backward()
         model.zero_grad(set_to_none=True)
         model.eval()
-        counts[f"train_step_{'released' if name == 'released' else 'ours'}"] = counter.get_total_flops() / 1e9
+        counts[f"train_step_{REPORT_NAMES[name]}"] = counter.get_total_flops() / 1e9
     return counts
 
 

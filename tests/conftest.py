@@ -42,3 +42,12 @@ def write_coco(path: Path, images: list[dict], annotations: list[dict], categori
             "categories": categories if categories is not None else [{"id": 1, "name": "target"}]}
     path.write_text(json.dumps(data))
     return path
+
+
+def tiny_synthetic_dataset(root: Path, seed: int, train_sequences: int, frames_per_sequence: int) -> Path:
+    """A 64×64 synthetic DAUB-layout dataset with one test sequence, small enough for end-to-end CLI tests."""
+    from utils.synthetic import SyntheticConfig, generate_dataset
+    generate_dataset(root, SyntheticConfig(seed=seed, train_sequences=train_sequences, test_sequences=1,
+                                           frames_per_sequence=frames_per_sequence, height=64, width=64),
+                     progress=False)
+    return root

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, tiny_synthetic_dataset
 from nets import Network
-from utils.synthetic import SyntheticConfig, generate_dataset
 
 TINY_MODEL = ["--input-size", "64", "--phi", "nano", "--workers", "0", "--quiet"]
 
@@ -31,10 +30,7 @@ def assert_clean_error(result, *fragments):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    generate_dataset(root, SyntheticConfig(seed=3, train_sequences=1, test_sequences=1, frames_per_sequence=6,
-                                           height=64, width=64), progress=False)
-    return root
+    return tiny_synthetic_dataset(tmp_path_factory.mktemp("data"), seed=3, train_sequences=1, frames_per_sequence=6)
 
 
 @pytest.fixture
@@ -199,13 +195,16 @@ def test_weights_for_another_frame_count(dataset, weights, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- options
+def assert_both_inference_scripts_refuse(dataset, weights_file, tmp_path, argv, fragment):
+    assert_clean_error(evaluate(dataset, weights_file, *argv, out=tmp_path / "o"), fragment)
+    assert_clean_error(predict(dataset, weights_file, tmp_path / "p.png", *argv), fragment)
+
+
 @pytest.mark.parametrize("argv,fragment", [(["--input-size", "100"], "--input-size '100'"),
                                            (["--num-frame", "1"], "--num-frame 1"),
                                            (["--device", "cuda"], "--device cuda: CUDA is not available")])
 def test_bad_options_in_every_script(dataset, weights, tmp_path, argv, fragment):
-    assert_clean_error(evaluate(dataset, weights / "nano.pth", *argv, out=tmp_path / "o"), fragment)
-    result = predict(dataset, weights / "nano.pth", tmp_path / "p.png", *argv)
-    assert_clean_error(result, fragment)
+    assert_both_inference_scripts_refuse(dataset, weights / "nano.pth", tmp_path, argv, fragment)
     result = run("train_daub.py", "--data-root", dataset, "--save-dir", tmp_path / "run", *TINY_MODEL[:4], *argv)
     assert_clean_error(result, fragment)
 
@@ -215,9 +214,7 @@ def test_bad_options_in_every_script(dataset, weights, tmp_path, argv, fragment)
                                            (["--conf", "1.5"], "--conf 1.5: must lie in [0, 1]"),
                                            (["--nms", "-0.1"], "--nms -0.1: must lie in [0, 1]")])
 def test_bad_detector_options_in_both_inference_scripts(dataset, weights, tmp_path, argv, fragment):
-    assert_clean_error(evaluate(dataset, weights / "nano.pth", *argv, out=tmp_path / "o"), fragment)
-    result = predict(dataset, weights / "nano.pth", tmp_path / "p.png", *argv)
-    assert_clean_error(result, fragment)
+    assert_both_inference_scripts_refuse(dataset, weights / "nano.pth", tmp_path, argv, fragment)
     assert not (tmp_path / "o").exists() and not (tmp_path / "p.png").exists()
 
 

@@ -19,6 +19,16 @@ def test_default_state_dict_is_the_released_layout():
     assert {key: v for key, v in ours.items() if v != expected[key]} == {}
 
 
+def test_command_line_choices_are_the_models():
+    """The torch-free copies the command lines offer equal what the model and device code accept."""
+    from nets.sstnet import COMPUTATIONS
+    from utils.device import AMP_DTYPES
+    from utils.train_cli import AMP_CHOICES, COMPUTATION_CHOICES, PHI_CHOICES
+    assert PHI_CHOICES == tuple(VARIANTS)
+    assert COMPUTATION_CHOICES == COMPUTATIONS
+    assert AMP_CHOICES == tuple(AMP_DTYPES)
+
+
 def test_variant_table_drives_widths():
     assert set(VARIANTS) == {"nano", "tiny", "s", "m", "l", "x"}
     for phi, c in (("nano", 64), ("tiny", 96), ("m", 192)):

@@ -10,9 +10,8 @@ import time
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, tiny_synthetic_dataset
 from utils.errors import SSTNetError
-from utils.synthetic import SyntheticConfig, generate_dataset
 from utils.train_cli import DAUB, parse_args
 from utils.trainer import Trainer, TrainingDiverged
 
@@ -22,10 +21,8 @@ TINY = ["--input-size", "64", "--phi", "nano", "--lstm-hidden", "8", "--batch-si
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_daub")
-    generate_dataset(root, SyntheticConfig(seed=5, train_sequences=2, test_sequences=1, frames_per_sequence=8,
-                                           height=64, width=64), progress=False)
-    return root
+    return tiny_synthetic_dataset(tmp_path_factory.mktemp("tiny_daub"), seed=5, train_sequences=2,
+                                  frames_per_sequence=8)
 
 
 def parse(*argv):

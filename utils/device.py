@@ -41,6 +41,12 @@ def check_amp(amp: str, device: torch.device) -> torch.dtype | None:
     return AMP_DTYPES[amp]
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (CUDA runs asynchronously), so that wall times measure it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> ContextManager:
     """Autocast to ``dtype`` on ``device``, or a no-op for full precision."""
     if dtype is None:

@@ -8,14 +8,12 @@ import argparse
 from typing import TYPE_CHECKING
 
 from utils.errors import SSTNetError
+from utils.train_cli import AMP_CHOICES, COMPUTATION_CHOICES, PHI_CHOICES
 
 if TYPE_CHECKING:
     import torch
 
     from utils.inference import DetectSettings
-
-PHI_CHOICES = ("nano", "tiny", "s", "m", "l", "x")
-
 
 def add_detector_arguments(parser: argparse.ArgumentParser, conf: float, nms: float,
                            engine_flags: tuple[str, ...] = ("--engine",)) -> None:
@@ -32,11 +30,11 @@ def add_detector_arguments(parser: argparse.ArgumentParser, conf: float, nms: fl
     parser.add_argument(*engine_flags, dest="engine", default="stream", choices=("stream", "window"),
                         help="stream: one backbone pass per frame (default); window: as released, every window "
                              "through the backbone (T passes per frame); both give the same detections")
-    parser.add_argument("--computation", default="fast", choices=("fast", "released"),
+    parser.add_argument("--computation", default="fast", choices=COMPUTATION_CHOICES,
                         help="fast: the same function with fewer operations; released: the authors' operations "
                              "(default: fast)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--amp", default="none", choices=("none", "fp16", "bf16"), help="mixed precision (default: none)")
+    parser.add_argument("--amp", default="none", choices=AMP_CHOICES, help="mixed precision (default: none)")
     parser.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default: 8)")
     parser.add_argument("--workers", type=int, default=2, help="frame-decoding worker processes (default: 2)")
 

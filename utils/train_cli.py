@@ -20,6 +20,12 @@ class DatasetDefaults:
     synthetic_root: Path
 
 
+# The choices the command lines offer, kept here without importing torch so that --help answers at once; a test
+# checks them against nets (VARIANTS, COMPUTATIONS) and utils.device (AMP_DTYPES).
+PHI_CHOICES = ("nano", "tiny", "s", "m", "l", "x")
+COMPUTATION_CHOICES = ("fast", "released")
+AMP_CHOICES = ("none", "fp16", "bf16")
+
 DAUB = DatasetDefaults("DAUB", "daub", REPO_ROOT / "datasets" / "synthetic_daub")
 IRDST = DatasetDefaults("IRDST", "irdst", REPO_ROOT / "datasets" / "synthetic_irdst")
 
@@ -63,11 +69,11 @@ def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
     model = parser.add_argument_group("model")
     model.add_argument("--input-size", default="512", help="input side S, a multiple of 32, or HxW")
     model.add_argument("--num-frame", type=int, default=5, help="frames per sample T (key frame last)")
-    model.add_argument("--phi", default="s", choices=("nano", "tiny", "s", "m", "l", "x"), help="YOLOX size")
+    model.add_argument("--phi", default="s", choices=PHI_CHOICES, help="YOLOX size")
     model.add_argument("--lstm-hidden", type=int, default=64,
                        help="width of the training-only motion branch (64 as released; other values change the "
                             "checkpoint layout)")
-    model.add_argument("--computation", default="fast", choices=("fast", "released"),
+    model.add_argument("--computation", default="fast", choices=COMPUTATION_CHOICES,
                        help="fast: the same function with fewer operations (equal loss and gradients); released: the "
                             "authors' operations")
     model.add_argument("--pretrained", default=None,
@@ -94,7 +100,7 @@ def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
 
     run = parser.add_argument_group("run")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    run.add_argument("--amp", default="none", choices=("none", "fp16", "bf16"),
+    run.add_argument("--amp", default="none", choices=AMP_CHOICES,
                      help="mixed precision: fp16 (CUDA, with a GradScaler) or bf16 (CPU or CUDA)")
     run.add_argument("--channels-last", action="store_true", help="channels-last memory format (GPU speed-up)")
     run.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes under torchrun")
