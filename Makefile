@@ -37,11 +37,11 @@ demo: data
 	$(PY) train_daub.py --data-root $(DEMO_DATA) $(DEMO_TRAIN) --epochs 6 --epoch-fraction 0.55 \
 		--eval-period 3 --pretrained $(DEMO_OUT)/warmup/last_epoch_weights.pth --save-dir $(DEMO_OUT)/train; \
 	$(PY) vid_map_coco.py --weights $(DEMO_OUT)/train/best_epoch_weights.pth --data-root $(DEMO_DATA) \
-		$(DEMO_MODEL) --out-dir $(DEMO_OUT)/map --quiet; \
-	$(PY) vid_predict.py --mode video --weights $(DEMO_OUT)/train/best_epoch_weights.pth $(DEMO_MODEL) \
+		--out-dir $(DEMO_OUT)/map --quiet; \
+	$(PY) vid_predict.py --mode video --weights $(DEMO_OUT)/train/best_epoch_weights.pth \
 		--source $(DEMO_DATA)/images/test/data10 --gt $(DEMO_DATA)/annotations/instances_test2017.json \
 		--conf $(DEMO_CONF) --out $(DEMO_OUT)/data10.mp4 --quiet; \
-	$(PY) vid_predict.py --weights $(DEMO_OUT)/train/best_epoch_weights.pth $(DEMO_MODEL) \
+	$(PY) vid_predict.py --weights $(DEMO_OUT)/train/best_epoch_weights.pth \
 		--source $(DEMO_DATA)/images/test/data10/75.bmp --gt $(DEMO_DATA)/annotations/instances_test2017.json \
 		--conf $(DEMO_CONF) --out readme/demo_frame.png --quiet; \
 	cp $(DEMO_OUT)/map/pr_curve.png readme/demo_pr_curve.png; \

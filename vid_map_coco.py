@@ -12,21 +12,21 @@ import argparse
 import time
 from pathlib import Path
 
+from utils.cli import make_parser
 from utils.errors import run_cli
-from utils.inference_cli import add_detector_arguments, detector_settings
+from utils.inference_cli import add_detector_arguments, check_detector_arguments, load_detector
 from utils.train_cli import DAUB
 
 DEFAULT_ANN = "annotations/instances_test2017.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", required=True, help="trained weights (a plain or wrapped state dict)")
+    parser = make_parser(__doc__)
     parser.add_argument("--data-root", type=Path, default=None,
                         help="dataset root (default: the bundled synthetic DAUB-layout dataset)")
     parser.add_argument("--ann", default=DEFAULT_ANN, help="COCO json to score, relative to --data-root unless absolute"
                                                            f" (default: {DEFAULT_ANN})")
-    add_detector_arguments(parser, conf=0.001, nms=0.65, engine_flags=("--mode", "--engine"))
+    add_detector_arguments(parser, conf=0.001, nms=0.65, engine_aliases=("--mode",))
     parser.add_argument("--out-dir", type=Path, default=Path("map_out"), help="output folder (default: map_out)")
     parser.add_argument("--all-frames", action="store_true",
                         help="also score frames without annotations (default: annotated frames only, as the paper)")
@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pd-radius", type=float, default=3.0,
                         help="a target is detected by a detection whose centre lies within this many pixels of its "
                              "centre (default: 3)")
+    parser.add_argument("--per-sequence", action="store_true",
+                        help="also score every sequence (frame folder) on its own: a table on the console and "
+                             "per_sequence.json in --out-dir")
     parser.add_argument("--compare", nargs="+", default=[], metavar="FILE",
                         help="other methods' PR-curve files (101 tab-separated precisions) to plot with ours")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -45,26 +48,32 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from utils.annotations import read_coco
     from utils.dataloader import resolve_dataset_root
-    from utils.evaluation import evaluate, read_pr_curve, write_eval_outputs
-    from utils.fileio import ensure_dir
-    from utils.inference import load_model
+    from utils.evaluation import evaluate, per_sequence_scores, read_pr_curve, scored_records, write_eval_outputs
+    from utils.fileio import ensure_dir, write_json
     from utils.train_cli import ensure_synthetic_dataset
 
-    device, settings = detector_settings(args)
+    check_detector_arguments(args)
     for path in args.compare:
         read_pr_curve(path)  # fail before the long part
     ensure_dir(args.out_dir)
     root = resolve_dataset_root(args.data_root if args.data_root is not None else ensure_synthetic_dataset(DAUB))
     ann = Path(args.ann)
     ground_truth = read_coco(ann if ann.is_absolute() else root / ann, root)
-    model = load_model(args.weights, args.phi, args.num_frame, device, len(ground_truth.category_ids),
-                       computation=args.computation)
+    detector = load_detector(args, len(ground_truth.category_ids))
     started = time.perf_counter()
-    result, detections = evaluate(model, ground_truth, settings, all_frames=args.all_frames, pd_conf=args.pd_conf,
-                                  pd_radius=args.pd_radius, progress=not args.quiet)
+    result, detections = evaluate(detector.model, ground_truth, detector.settings, all_frames=args.all_frames,
+                                  pd_conf=args.pd_conf, pd_radius=args.pd_radius, progress=not args.quiet)
     elapsed = time.perf_counter() - started
     write_eval_outputs(args.out_dir, result, detections, args.compare)
     print(result.summary)
+    if args.per_sequence:
+        records = scored_records(ground_truth, args.all_frames)
+        sequences = per_sequence_scores(ground_truth, detections, records, root, args.pd_conf, args.pd_radius)
+        write_json(args.out_dir / "per_sequence.json", {name: part.as_dict() for name, part in sequences.items()},
+                   indent=2)
+        width = max(len(name) for name in sequences)
+        for name, part in sequences.items():
+            print(f"{name:<{width}}  {part.line()}")
     print(result.line())
     print(f"{result.num_frames} frames, {len(detections)} detections, {elapsed:.1f} s "
           f"({result.num_frames / max(elapsed, 1e-9):.1f} frames/s, {args.engine} engine); results in {args.out_dir}")

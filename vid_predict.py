@@ -18,17 +18,17 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from utils.cli import make_parser
 from utils.errors import run_cli
-from utils.inference_cli import add_detector_arguments, detector_settings
+from utils.inference_cli import add_detector_arguments, check_detector_arguments, load_detector
 
 MODES = ("predict", "dir", "video", "fps")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--mode", default="predict", choices=MODES, help="what to do (default: predict)")
-    parser.add_argument("--weights", required=True, help="trained weights (a plain or wrapped state dict)")
     parser.add_argument("--source", required=True, type=Path,
                         help="a frame (predict), a sequence folder (dir), a folder or video file (video, fps)")
     parser.add_argument("--out", type=Path, default=None,
@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from utils.annotations import dataset_root_of, read_coco
     from utils.errors import SSTNetError
     from utils.fileio import ensure_dir
-    from utils.inference import (detect_batches, detect_plan, folder_frames, load_model,
-                                 plan_frames, video_batches, video_frame_count)
+    from utils.inference import detect_batches, detect_plan, folder_frames, plan_frames, video_batches, video_frame_count
     from utils.visualize import crops, draw_frame, open_video, save_png, source_fps
 
     if args.fps_frames < 1:
@@ -80,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode in ("video", "fps") and not (args.source.is_dir() or is_video):
         raise SSTNetError(f"--source {args.source}: expected a folder of frames or a video file "
                           f"({', '.join(VIDEO_SUFFIXES)})")
-    device, settings = detector_settings(args)
+    check_detector_arguments(args)
 
-    class_names: list[str] = ["target"]
+    class_names: list[str] | None = None
     truth: dict[Path, np.ndarray] = {}
     if args.gt is not None:
         gt_root = args.data_root if args.data_root is not None else dataset_root_of(args.gt)
@@ -90,21 +89,24 @@ def main(argv: list[str] | None = None) -> int:
         categories = {c["id"]: c.get("name", str(c["id"])) for c in ground_truth.data["categories"]}
         class_names = [categories[category_id] for category_id in ground_truth.category_ids]
         truth = {record.path.resolve(): record.boxes for record in ground_truth.records}
-    model = load_model(args.weights, args.phi, args.num_frame, device, len(class_names) if args.gt else None,
-                       computation=args.computation)
-    if args.gt is None and model.num_classes > 1:
-        class_names = [f"class{index}" for index in range(model.num_classes)]
+    detector = load_detector(args, len(class_names) if class_names is not None else None)
+    model, settings, num_frame = detector.model, detector.settings, detector.spec.num_frame
+    if class_names is None:
+        class_names = list(detector.trained.class_names or
+                           (["target"] if model.num_classes == 1 else
+                            [f"class{index}" for index in range(model.num_classes)]))
 
     if args.mode == "fps":
         return measure_fps(model, args, settings, is_video)
 
     out = args.out if args.out is not None else default_out(args)
     if is_video:
-        results = detect_batches(model, video_batches(args.source, settings.input_shape, settings.batch_size, args.num_frame),
-                                 settings, video_frame_count(args.source), not args.quiet, desc=args.mode)
+        batches = video_batches(args.source, settings.input_shape, settings.batch_size, num_frame)
+        results = detect_batches(model, batches, settings, video_frame_count(args.source), not args.quiet,
+                                 desc=args.mode)
     else:
         frames = [args.source] if args.mode == "predict" else folder_frames(args.source)
-        results = detect_plan(model, plan_frames(frames, args.num_frame), settings, not args.quiet, desc=args.mode,
+        results = detect_plan(model, plan_frames(frames, num_frame), settings, not args.quiet, desc=args.mode,
                               keep_original=True)
 
     totals: Counter = Counter()
@@ -151,9 +153,9 @@ def measure_fps(model, args: argparse.Namespace, settings, is_video: bool) -> in
 
     single = dataclasses.replace(settings, batch_size=1)
     if is_video:
-        source = video_batches(args.source, settings.input_shape, 1, args.num_frame)
+        source = video_batches(args.source, settings.input_shape, 1, settings.num_frame)
     else:
-        source = frame_batches(plan_frames(folder_frames(args.source), args.num_frame), settings.input_shape, 1,
+        source = frame_batches(plan_frames(folder_frames(args.source), settings.num_frame), settings.input_shape, 1,
                                settings.workers)
     batches = list(itertools.islice(source, args.fps_frames))
     device = next(model.parameters()).device
@@ -166,7 +168,7 @@ def measure_fps(model, args: argparse.Namespace, settings, is_video: bool) -> in
 
     rates = {}
     for engine, computation in (("stream", "fast"), ("window", "released")):
-        detector = SequenceDetector(model.set_computation(computation), args.num_frame, engine, settings.amp_dtype)
+        detector = SequenceDetector(model.set_computation(computation), settings.num_frame, engine, settings.amp_dtype)
         walk(detector, batches[:5])  # warm-up
         started = time.perf_counter()
         walk(detector, batches)

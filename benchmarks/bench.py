@@ -9,7 +9,7 @@ Measures (fixed seeds, warm-up, median of repeats):
 4. parameters, GFLOPs per sample (torch.utils.flop_counter) and peak memory.
 Writes a table to stdout, readme/benchmarks.md and readme/benchmarks.json (keyed by device name).
 
-    python benchmarks/bench.py [--device cpu|cuda] [--quick] [--out FILE]
+    python benchmarks/bench.py [--device cpu|cuda] [--input-size 256 512] [--quick] [--out FILE]
 """
 from __future__ import annotations
 
@@ -33,12 +33,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from nets import Network, YOLOLoss  # noqa: E402
-from nets.backbone import VARIANTS  # noqa: E402
 from nets.training import init_weights  # noqa: E402
 from utils.annotations import read_coco  # noqa: E402
-from utils.device import AMP_DTYPES, check_amp, select_device, synchronize  # noqa: E402
+from utils.cli import make_parser  # noqa: E402
+from utils.device import apply_threads, check_amp, select_device, synchronize  # noqa: E402
 from utils.errors import SSTNetError, run_cli  # noqa: E402
 from utils.fileio import write_json, write_text  # noqa: E402
+from utils.model_spec import ModelSpec, add_model_arguments, resolve_spec  # noqa: E402
 from utils.inference import (DetectSettings, FrameBatch, SequenceDetector, frame_batches, plan_sequence_walk,  # noqa: E402
                              postprocess)
 from utils.sequence import window_numbers  # noqa: E402
@@ -52,19 +53,14 @@ REPORT_NAMES = {"released": "released", "fast": "ours"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
-    parser.add_argument("--quick", action="store_true", help="S = 256 only, fewer repeats (about a minute on a 2-core CPU)")
-    parser.add_argument("--sizes", default=None, help="input sides to measure, e.g. 256,512 (default: 256,512; "
-                                                       "--quick: 256)")
+    parser = make_parser(__doc__)
+    add_model_arguments(parser, several_sizes=True, computation=False, from_weights=False)
+    parser.add_argument("--quick", action="store_true",
+                        help="S = 256 only (unless --input-size), fewer repeats (about a minute on a 2-core CPU)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (default: 5; --quick: 3)")
     parser.add_argument("--frames", type=int, default=None,
                         help="frames per inference walk (default: 20; --quick: 10)")
     parser.add_argument("--train-batch", type=int, default=2, help="batch of the training step (default: 2)")
-    parser.add_argument("--phi", default="s", choices=tuple(VARIANTS),
-                        help="model size (default: s, the released model)")
-    parser.add_argument("--amp", default="none", choices=tuple(AMP_DTYPES),
-                        help="also time inference under this autocast dtype (default: none)")
     parser.add_argument("--data", type=Path, default=None,
                         help="dataset root with annotations/instances_test2017.json (default: ../shared/data/daub_real "
                              "when present, else a generated synthetic set)")
@@ -95,19 +91,19 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
-def make_model(phi: str, device: torch.device, root: Path, size: int) -> Network:
+def make_model(spec: ModelSpec, device: torch.device, root: Path) -> Network:
     """A model whose output depends on its input, as a trained one does: initialised as training starts, then
     its BatchNorm statistics measured on real windows (with untouched running statistics the signal of an
     untrained deep net fades and every frame gives the same output, which would make the equality checks empty)."""
     torch.manual_seed(0)
-    model = Network(1, 5, phi)
+    model = Network(1, spec.num_frame, spec.phi, lstm_hidden=spec.lstm_hidden)
     init_weights(model)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.reset_running_stats()
             module.momentum = None  # a plain average over the calibration batches
-    frames = torch.cat([batch.images for batch in inference_batches(root, size, 10)])
-    windows = torch.stack([frames[window_numbers(k, 0, 5)] for k in range(len(frames))]).transpose(1, 2)
+    frames = torch.cat([batch.images for batch in inference_batches(root, spec, 10)])
+    windows = torch.stack([frames[window_numbers(k, 0, spec.num_frame)] for k in range(len(frames))]).transpose(1, 2)
     model.train()
     with torch.no_grad():
         model(windows)
@@ -127,17 +123,17 @@ def benchmark_data(root: Path | None, work: Path) -> Path:
     return work
 
 
-def inference_batches(root: Path, size: int, frames: int) -> list[FrameBatch]:
+def inference_batches(root: Path, spec: ModelSpec, frames: int) -> list[FrameBatch]:
     """The first ``frames`` key frames of the first test sequence, decoded once, batch 1, in walk order."""
     ground_truth = read_coco(root / "annotations" / "instances_test2017.json", root)
     records = ground_truth.records + ground_truth.unannotated
     first_sequence = records[0].path.parent
     records = sorted((r for r in records if r.path.parent == first_sequence), key=lambda r: int(r.path.stem))[:frames]
-    return list(frame_batches(plan_sequence_walk(records, 5), (size, size), 1, 0))
+    return list(frame_batches(plan_sequence_walk(records, spec.num_frame), spec.input_shape, 1, 0))
 
 
 def walk(model: Network, batches: list[FrameBatch], mode: str, amp_dtype) -> list:
-    detector = SequenceDetector(model, 5, mode, amp_dtype)
+    detector = SequenceDetector(model, model.num_frame, mode, amp_dtype)
     outputs = []
     for batch in batches:
         outputs.extend(detector.process(batch))
@@ -152,16 +148,16 @@ def matching_rows(a: np.ndarray, b: np.ndarray) -> int:
     return int(close.any(axis=1).sum())
 
 
-def measure_inference(models: dict, device: torch.device, sizes: list[int], root: Path, frames: int, repeats: int,
-                      amp: str, amp_dtype) -> tuple[dict, list[str]]:
+def measure_inference(models: dict, device: torch.device, specs: list[ModelSpec], root: Path, frames: int,
+                      repeats: int, amp: str, amp_dtype) -> tuple[dict, list[str]]:
     """ms per frame: window (released computation, released engine) and stream (ours)."""
     results, checks = {}, []
-    settings = DetectSettings(conf=0.001, nms=0.65)
-    for size in sizes:
-        batches = inference_batches(root, size, frames)
+    for spec in specs:
+        size = spec.input_size
+        batches = inference_batches(root, spec, frames)
         batches = [FrameBatch(b.images.to(device), b.refs, b.shapes) for b in batches]
         row = {}
-        settings.input_shape = (size, size)
+        settings = DetectSettings(spec.input_shape, spec.num_frame, conf=0.001, nms=0.65)
         with torch.no_grad():
             # Compared in float64, where the fused SiLU's different rounding cannot hide a difference (in float32,
             # boxes scoring within rounding of the 0.001 threshold can fall on either side; reported below).
@@ -189,32 +185,33 @@ def measure_inference(models: dict, device: torch.device, sizes: list[int], root
                 for mode, computation in ENGINES:
                     seconds = timed(lambda: walk(models[computation], batches, mode, amp_dtype), device, repeats)
                     row[f"{mode}_{amp}"] = 1000 * seconds / len(batches)
-        results[str(size)] = row
+        results[size] = row
     return results, checks
 
 
-def measure_evaluation(model: Network, device: torch.device, size: int, root: Path, frames: int,
+def measure_evaluation(model: Network, device: torch.device, spec: ModelSpec, root: Path, frames: int,
                        repeats: int) -> dict:
     """Frames/s of the vid_map_coco.py engine (decoding in the workers, detection, post-processing)."""
     from utils.inference import detect_plan
 
     ground_truth = read_coco(root / "annotations" / "instances_test2017.json", root)
-    plan = plan_sequence_walk(ground_truth.records[:frames], 5)
+    plan = plan_sequence_walk(ground_truth.records[:frames], spec.num_frame)
     keys = sum(ref.is_key for ref in plan)
     result = {}
     for batch_size in (1, 8):
-        settings = DetectSettings((size, size), 5, batch_size=batch_size, workers=2)
+        settings = DetectSettings(spec.input_shape, spec.num_frame, batch_size=batch_size, workers=2)
         seconds = timed(lambda: list(detect_plan(model, plan, settings, progress=False)), device, repeats)
         result[f"batch{batch_size}"] = keys / seconds
-    seconds = timed(lambda: [None for _ in frame_batches(plan, (size, size), 8, 2)], device, repeats)
+    seconds = timed(lambda: [None for _ in frame_batches(plan, spec.input_shape, 8, 2)], device, repeats)
     result["decode_letterbox"] = len(plan) / seconds
     return result
 
 
-def training_inputs(size: int, batch: int, device: torch.device):
+def training_inputs(spec: ModelSpec, batch: int, device: torch.device):
     generator = torch.Generator().manual_seed(3)
-    images = torch.randn(batch, 3, 5, size, size, generator=generator).to(device)
-    targets = [torch.tensor([[size / 2 + 13 * b, size / 3, 8.0, 8.0, 0.0]], device=device) for b in range(batch)]
+    height, width = spec.input_shape
+    images = torch.randn(batch, 3, spec.num_frame, height, width, generator=generator).to(device)
+    targets = [torch.tensor([[width / 2 + 13 * b, height / 3, 8.0, 8.0, 0.0]], device=device) for b in range(batch)]
     return images, targets
 
 
@@ -240,14 +237,14 @@ def loss_and_gradients(model: Network, images, targets, loss_fn) -> tuple[torch.
     return loss.detach(), {key: p.grad.detach().clone() for key, p in model.named_parameters() if p.grad is not None}
 
 
-def check_training(models: dict, device: torch.device, size: int, batch: int) -> str:
+def check_training(models: dict, device: torch.device, spec: ModelSpec, batch: int) -> str:
     """Check one training step's loss and gradients equal between the two computations.
 
     Checked in float64, where rounding cannot hide a different function: in float32 the fused SiLU and the
     reordered sums round differently and BatchNorm's backward amplifies that to about 1e-4 in some BatchNorm
     gradients (reported as well).
     """
-    images, targets = training_inputs(size, batch, device)
+    images, targets = training_inputs(spec, batch, device)
     loss_fn = YOLOLoss(1)
     results = {}
     for precision, dtype in (("float64", torch.float64), ("float32", torch.float32)):
@@ -260,15 +257,15 @@ def check_training(models: dict, device: torch.device, size: int, batch: int) ->
                               max(relative_error(grads_f[k], grads_r[k]) for k in grads_r if grads_r[k].norm() > 1e-12))
     loss_error, grad_error = results["float64"]
     if not (loss_error <= 1e-5 and grad_error <= 1e-5):
-        raise SSTNetError(f"training step at {size}: loss differs by {loss_error:.2e}, gradients by {grad_error:.2e}")
-    return (f"training step S={size} B={batch}: in float64 the loss is within {loss_error:.1e} and every gradient "
+        raise SSTNetError(f"training step at {spec.input_size}: loss differs by {loss_error:.2e}, gradients by {grad_error:.2e}")
+    return (f"training step S={spec.input_size} B={batch}: in float64 the loss is within {loss_error:.1e} and every gradient "
             f"within {grad_error:.1e} (relative) of the released computation; in float32 "
             f"{results['float32'][0]:.1e} and {results['float32'][1]:.1e}")
 
 
-def time_training(models: dict, device: torch.device, size: int, batch: int, repeats: int) -> dict:
+def time_training(models: dict, device: torch.device, spec: ModelSpec, batch: int, repeats: int) -> dict:
     """Seconds per training step (forward, loss, backward, optimizer step), released against ours."""
-    images, targets = training_inputs(size, batch, device)
+    images, targets = training_inputs(spec, batch, device)
     loss_fn = YOLOLoss(1)
     result = {}
     for name, model in models.items():
@@ -280,21 +277,21 @@ def time_training(models: dict, device: torch.device, size: int, batch: int, rep
     return result
 
 
-def flop_counts(models: dict, device: torch.device, size: int) -> dict:
+def flop_counts(models: dict, device: torch.device, spec: ModelSpec) -> dict:
     """GFLOPs per sample: eval window (released), streaming per frame (ours), training step forward+backward."""
     counts = {}
-    x = torch.randn(1, 3, 5, size, size, device=device)
+    x = torch.randn(1, 3, spec.num_frame, *spec.input_shape, device=device)
     with torch.no_grad():
         with FlopCounterMode(display=False) as counter:
             models["released"].eval()(x)
         counts["window_released"] = counter.get_total_flops() / 1e9
         model = models["fast"].eval()
-        cached = [model.frame_features(x[:, :, t]) for t in range(5)]
+        cached = [model.frame_features(x[:, :, t]) for t in range(spec.num_frame)]
         with FlopCounterMode(display=False) as counter:
             model.frame_features(x[:, :, 0])
             model.detect(cached)
         counts["stream_per_frame"] = counter.get_total_flops() / 1e9
-    images, targets = training_inputs(size, 1, device)
+    images, targets = training_inputs(spec, 1, device)
     for name, model in models.items():
         model.train()
         with FlopCounterMode(display=False) as counter:
@@ -322,7 +319,8 @@ def markdown(entry: dict) -> str:
     lines = [f"# Benchmark: {entry['device']}", "",
              f"torch {entry['torch']}, {entry['date']}, command `{entry['command']}`. Median of {entry['repeats']} "
              "timed repeats after warm-up.", "",
-             "## Inference per frame (batch 1, every frame a key frame of its 5-frame window)", "",
+             f"## Inference per frame (batch 1, every frame a key frame of its "
+             f"{entry.get('model', {}).get('num_frame', 5)}-frame window)", "",
              "| S | released (window) ms | ours (stream) ms | speed-up |", "| --- | --- | --- | --- |"]
     for size, row in entry["inference"].items():
         lines.append(f"| {size} | {row['window']:.1f} | {row['stream']:.1f} | {row['window'] / row['stream']:.2f}× |")
@@ -351,36 +349,40 @@ def markdown(entry: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    device = select_device(args.device)
-    amp_dtype = check_amp(args.amp, device)
-    sizes = [int(s) for s in (args.sizes or ("256" if args.quick else "256,512")).split(",")]
+    sizes = args.input_size or (["256"] if args.quick else ["256", "512"])
+    specs = [resolve_spec(args, input_size=size) for size in sizes]
+    apply_threads(specs[0].threads)
+    device = select_device(specs[0].device)
+    amp_dtype = check_amp(specs[0].amp, device)
     repeats = args.repeats or (3 if args.quick else 5)
     frames = args.frames or (10 if args.quick else 20)
     with tempfile.TemporaryDirectory(prefix="sstnet_bench_") as work:
-        return run_benchmark(args, device, amp_dtype, sizes, repeats, frames, benchmark_data(args.data, Path(work)),
+        return run_benchmark(args, device, amp_dtype, specs, repeats, frames, benchmark_data(args.data, Path(work)),
                              argv)
 
 
-def run_benchmark(args, device, amp_dtype, sizes, repeats, frames, root, argv) -> int:
-    released = make_model(args.phi, device, root, sizes[0])
+def run_benchmark(args, device, amp_dtype, specs, repeats, frames, root, argv) -> int:
+    released = make_model(specs[0], device, root)
     models = {"released": released.set_computation("released"),
               "fast": copy.deepcopy(released).set_computation("fast")}
     started = time.time()
-    inference, checks = measure_inference(models, device, sizes, root, frames, repeats, args.amp, amp_dtype)
+    inference, checks = measure_inference(models, device, specs, root, frames, repeats, args.amp, amp_dtype)
     print(f"inference done ({time.time() - started:.0f} s)", flush=True)
-    evaluation = measure_evaluation(models["fast"], device, sizes[0], root, 4 * frames, max(1, repeats // 2))
-    evaluation["size"] = sizes[0]
-    gflops = {str(size): flop_counts(models, device, size) for size in sizes}
-    train_sizes = sizes if device.type == "cuda" or not args.quick else sizes[:1]
+    evaluation = measure_evaluation(models["fast"], device, specs[0], root, 4 * frames, max(1, repeats // 2))
+    evaluation["size"] = specs[0].input_size
+    gflops = {spec.input_size: flop_counts(models, device, spec) for spec in specs}
+    train_specs = specs if device.type == "cuda" or not args.quick else specs[:1]
     untouched = {name: copy.deepcopy(model) for name, model in models.items()}  # timing steps move the weights
-    train_step = {str(size): time_training(models, device, size, args.train_batch, repeats) for size in train_sizes}
+    train_step = {spec.input_size: time_training(models, device, spec, args.train_batch, repeats)
+                  for spec in train_specs}
     # Peak memory of the float32 work above; the float64 equality checks below need more.
     peak_mem_mb = peak_memory_mb(device)
-    checks += [check_training(untouched, device, size, args.train_batch) for size in train_sizes]
+    checks += [check_training(untouched, device, spec, args.train_batch) for spec in train_specs]
     print(f"training done ({time.time() - started:.0f} s)", flush=True)
     entry = {"device": device_name(device), "torch": torch.__version__, "date": datetime.date.today().isoformat(),
              "command": "python benchmarks/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
              "data": str(root), "repeats": repeats, "train_batch": args.train_batch,
+             "model": {"phi": specs[0].phi, "num_frame": specs[0].num_frame, "lstm_hidden": specs[0].lstm_hidden},
              "inference": inference, "train_step": train_step, "evaluation": evaluation,
              "params": sum(p.numel() for p in models["fast"].parameters()),
              "gflops": gflops, "peak_mem_mb": peak_mem_mb, "checks": checks}

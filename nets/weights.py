@@ -16,6 +16,7 @@ without the ``module.`` prefix DataParallel / DDP add.
 """
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from utils.errors import SSTNetError
+from utils.model_spec import TrainedModel, sidecar_path, trained_from_sidecar
 
 MODES = ("strict", "partial")
 WRAPPER_KEYS = ("model", "state_dict")  # where checkpoints keep the weights, tried in this order
@@ -51,15 +53,42 @@ class LoadReport:
     def num_skipped(self) -> int:
         return len(self.skipped)
 
+    def by_part(self) -> dict[str, dict[str, int]]:
+        """Per part of the model (backbone, neck, head, motion branch): its tensors that were loaded, that the
+        checkpoint holds with another shape, and that it does not hold at all."""
+        counts = {part: {"loaded": 0, "shape mismatch": 0, "absent": 0} for part in MODEL_PARTS}
+        mismatched = {key for key, reason in self.skipped.items() if reason.startswith("shape")}
+        for key in self.loaded:
+            counts[model_part(key)]["loaded"] += 1
+        for key in self.missing:
+            counts[model_part(key)]["shape mismatch" if key in mismatched else "absent"] += 1
+        return counts
+
     def summary(self) -> str:
-        """A few lines for the console: counts, then the first skipped keys and why."""
-        lines = [f"{self.source}: loaded {self.num_loaded} tensors ({self.mode}), skipped {self.num_skipped}, "
-                 f"{len(self.missing)} model tensors left as they were"]
+        """A few lines for the console: per part what was loaded, then the first skipped keys and why."""
+        lines = [f"{self.source}: loaded {self.num_loaded} tensors ({self.mode}), skipped {self.num_skipped} of the "
+                 f"checkpoint's; model tensors by part:"]
+        for part, counts in self.by_part().items():
+            total = sum(counts.values())
+            state = ("all loaded" if counts["loaded"] == total else
+                     ", ".join(f"{number} {what}" for what, number in counts.items() if number))
+            lines.append(f"  {part:<13} {total:4d} tensors: {state}")
         for key, reason in list(self.skipped.items())[:SHOWN]:
             lines.append(f"  skipped {key}: {reason}")
         if self.num_skipped > SHOWN:
             lines.append(f"  ... and {self.num_skipped - SHOWN} more skipped")
         return "\n".join(lines)
+
+
+# The top-level parts of Network, as a report names them; everything else belongs to the training-only motion
+# branch (mapping0-2 and the cross-slice ConvLSTM).
+MODEL_PARTS = ("backbone", "neck", "head", "motion branch")
+
+
+def model_part(key: str) -> str:
+    """The part of the model a state-dict key belongs to."""
+    top = key.split(".", 1)[0]
+    return top if top in MODEL_PARTS else "motion branch"
 
 
 def read_checkpoint(path: str | os.PathLike) -> Any:
@@ -162,3 +191,62 @@ def load_weights(model: nn.Module, source: str | os.PathLike | Mapping, mode: st
     loaded = set(report.loaded)
     report.missing = [key for key in model_state if key not in loaded]
     return report
+
+
+# YOLOX width of each variant, read off the stem's output channels (int(64 · width)).
+_PHI_BY_STEM_WIDTH = {16: "nano", 24: "tiny", 32: "s", 48: "m", 64: "l", 80: "x"}
+_STEM = "backbone.backbone.stem.conv.conv.weight"
+_NECK_REF = "neck.conv_ref.0.conv.weight"     # input channels: (T − 1) frames of the neck width
+_NECK_WIDTH = "neck.conv_ref.1.conv.weight"   # output channels: the neck width
+_CLASSES = "head.cls_preds.0.weight"          # output channels: the classes
+_LSTM = "mapping1.2.weight"                   # output channels: the motion branch width
+
+
+def architecture_of(state: Mapping[str, torch.Tensor], source: str = "weights") -> dict[str, int | str]:
+    """phi, frames per window, classes and motion-branch width of SSTNet weights, read off tensor shapes.
+
+    Works for weights without a sidecar (e.g. the authors'); raises :class:`SSTNetError` when a tensor that tells
+    one of them is absent (not SSTNet weights).
+    """
+    missing = [key for key in (_STEM, _NECK_REF, _NECK_WIDTH, _CLASSES, _LSTM) if key not in state]
+    if missing:
+        raise SSTNetError(f"{source}: not SSTNet weights (no {_first(missing)})")
+    phi = _PHI_BY_STEM_WIDTH.get(int(state[_STEM].shape[0]))
+    if phi is None:
+        raise SSTNetError(f"{source}: stem width {int(state[_STEM].shape[0])} matches no YOLOX size")
+    width = int(state[_NECK_WIDTH].shape[0])
+    frames, rest = divmod(int(state[_NECK_REF].shape[1]), width)
+    if rest:
+        raise SSTNetError(f"{source}: neck input channels {int(state[_NECK_REF].shape[1])} are not a multiple of its "
+                          f"width {width}")
+    return {"phi": phi, "num_frame": frames + 1, "num_classes": int(state[_CLASSES].shape[0]),
+            "lstm_hidden": int(state[_LSTM].shape[0])}
+
+
+def read_trained_weights(path: str | os.PathLike,
+                         any_weights: bool = False) -> tuple[TrainedModel | None, dict[str, torch.Tensor]]:
+    """Load SSTNet weights and say what model they hold: from the sidecar ``<weights>.json`` when there is one
+    (checked against the tensors), else from the tensor shapes. ``any_weights``: weights that are not SSTNet's
+    (e.g. YOLOX COCO weights for ``--pretrained``) give None instead of an error."""
+    name = str(path)
+    state = extract_state_dict(read_checkpoint(path), name)
+    try:
+        shapes = architecture_of(state, name)
+    except SSTNetError:
+        if any_weights:
+            return None, state
+        raise
+    sidecar = Path(sidecar_path(path))
+    if not sidecar.exists():
+        return TrainedModel(name, shapes["phi"], shapes["num_frame"], shapes["lstm_hidden"],
+                            shapes["num_classes"]), state
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SSTNetError(f"{sidecar}: unreadable weights sidecar ({exc}); fix or delete it") from None
+    trained = trained_from_sidecar(data, name)
+    for key, value in shapes.items():
+        if getattr(trained, key) != value:
+            raise SSTNetError(f"{sidecar}: says {key} {getattr(trained, key)}, but the weights beside it hold "
+                              f"{value}; the sidecar belongs to other weights (fix or delete it)")
+    return trained, state

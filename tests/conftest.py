@@ -51,3 +51,20 @@ def tiny_synthetic_dataset(root: Path, seed: int, train_sequences: int, frames_p
                                            frames_per_sequence=frames_per_sequence, height=64, width=64),
                      progress=False)
     return root
+
+
+def run_script(*argv, timeout: float | None = 600, **kwargs):
+    """Run a script of the repository (or ``-m module``) with this Python, capturing its text output."""
+    import subprocess
+    return subprocess.run([sys.executable, *map(str, argv)], capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout, **kwargs)
+
+
+def assert_clean_error(result, *fragments):
+    """A refusal: non-zero exit, the last stderr line an ``error:`` line holding every fragment, no traceback."""
+    assert result.returncode != 0, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[-1], (fragment, lines[-1])

@@ -7,6 +7,7 @@ from torch.utils.data import DataLoader
 
 from conftest import write_coco, write_frames
 from utils.annotations import FrameRecord, read_coco
+from utils.augment import RELEASE_AUGMENT
 from utils.dataloader import SequenceDataset, sequence_collate
 from utils.errors import SSTNetError
 from utils.preprocess import MEAN, STD
@@ -94,13 +95,13 @@ def test_frames_of_different_sizes_and_grey_frames_are_each_letterboxed(tmp_path
 def test_augmentation_is_shared_by_all_frames_and_reproducible(tmp_path):
     write_frames(tmp_path / "s", range(3), size=(32, 32), value_of=lambda n: 100)
     records = [FrameRecord(tmp_path / "s/2.bmp", np.array([[2, 2, 10, 10, 0]], np.float32))] * 8
-    dataset = SequenceDataset(records, (32, 32), 3, augment=True, seed=5)
+    dataset = SequenceDataset(records, (32, 32), 3, augment=RELEASE_AUGMENT, seed=5)
     samples = [dataset[i] for i in range(8)]
     for sample, _ in samples:
         np.testing.assert_array_equal(sample[:, 0], sample[:, 2])
     assert len({float(s[0, 0, 0, 0]) for s, _ in samples}) > 1  # jitter differs between samples
     assert {float(t[0, 0]) for _, t in samples} == {6.0, 26.0}  # some flipped, some not
-    again = SequenceDataset(records, (32, 32), 3, augment=True, seed=5)
+    again = SequenceDataset(records, (32, 32), 3, augment=RELEASE_AUGMENT, seed=5)
     np.testing.assert_array_equal(again[3][0], samples[3][0])
     again.set_epoch(1)
     assert any(not np.array_equal(again[i][0], samples[i][0]) for i in range(8))

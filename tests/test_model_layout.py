@@ -23,7 +23,7 @@ def test_command_line_choices_are_the_models():
     """The torch-free copies the command lines offer equal what the model and device code accept."""
     from nets.sstnet import COMPUTATIONS
     from utils.device import AMP_DTYPES
-    from utils.train_cli import AMP_CHOICES, COMPUTATION_CHOICES, PHI_CHOICES
+    from utils.model_spec import AMP_CHOICES, COMPUTATION_CHOICES, PHI_CHOICES
     assert PHI_CHOICES == tuple(VARIANTS)
     assert COMPUTATION_CHOICES == COMPUTATIONS
     assert AMP_CHOICES == tuple(AMP_DTYPES)

@@ -1,5 +1,7 @@
 """Numeric parity with the authors' released code (tests/fixtures/sstnet_reference.pt, see parity_recipe.py):
-float32 on the CPU, relative error ‖ours − ref‖ / ‖ref‖ at most 1e-4."""
+float32 on the CPU, relative error ‖ours − ref‖ / ‖ref‖ within what README claims: 1e-6 for eval outputs (measured
+0–2e-7) and 2e-5 for the training-mode forward and motion loss at 512 (measured 1.6e-5: BatchNorm on batch statistics
+sums over a 512² map, whose float32 rounding depends on the summation order)."""
 import pytest
 import torch
 from torch import nn
@@ -8,7 +10,8 @@ from nets.sstnet import Network
 from nets.weights import load_weights
 from parity_recipe import REFERENCE, make_input, make_state, read_layout, relative_error
 
-TOLERANCE = 1e-4
+EVAL_TOLERANCE = 1e-6
+TRAIN_TOLERANCE = 2e-5
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +54,7 @@ def test_eval_output_matches_reference(eval_model, reference, name, shape, seed)
     with torch.no_grad():
         (out,) = eval_model(make_input(shape, seed))
     assert out.shape == reference[name].shape
-    assert relative_error(out, reference[name]) <= TOLERANCE
+    assert relative_error(out, reference[name]) <= EVAL_TOLERANCE
 
 
 def test_per_frame_steps_match_reference(eval_model, reference):
@@ -59,15 +62,15 @@ def test_per_frame_steps_match_reference(eval_model, reference):
     x = make_input((2, 3, 5, 128, 128), seed=1)
     with torch.no_grad():
         out = eval_model.detect([eval_model.extract_frame_features(x[:, :, t]) for t in range(5)])
-    assert relative_error(out, reference["eval128"]) <= TOLERANCE
+    assert relative_error(out, reference["eval128"]) <= EVAL_TOLERANCE
 
 
 def test_train_output_matches_reference(train512, reference):
     out, _ = train512
     assert out.shape == reference["train512"].shape
-    assert relative_error(out, reference["train512"]) <= TOLERANCE
+    assert relative_error(out, reference["train512"]) <= TRAIN_TOLERANCE
 
 
 def test_motion_loss_matches_reference(train512, reference):
     _, motion_loss = train512
-    assert relative_error(motion_loss, reference["train512_motion_loss"]) <= TOLERANCE
+    assert relative_error(motion_loss, reference["train512_motion_loss"]) <= TRAIN_TOLERANCE

@@ -1,10 +1,10 @@
-"""Letterbox, normalisation and augmentation: exact geometry on hand-made images."""
+"""Letterbox and normalisation: exact geometry on hand-made images."""
 import numpy as np
 import pytest
 
 from utils.errors import SSTNetError
-from utils.preprocess import (MEAN, STD, AugmentParams, Letterbox, augment_boxes, augment_image, normalize,
-                              parse_input_shape, preprocess_frame)
+from utils.model_spec import parse_input_shape
+from utils.preprocess import MEAN, STD, Letterbox, normalize, preprocess_frame
 
 
 def test_box_maps_onto_the_pasted_pixels_it_covers():
@@ -71,20 +71,3 @@ def test_parse_input_shape(text, expected):
 def test_parse_input_shape_rejects(text):
     with pytest.raises(SSTNetError, match="--input-size"):
         parse_input_shape(text)
-
-
-def test_flip_moves_image_and_boxes_together():
-    image = np.zeros((64, 64, 3), np.uint8)
-    image[10:20, 5:15] = 200
-    params = AugmentParams(flip=True, hsv_gains=(1.0, 1.0, 1.0))
-    flipped = augment_image(image, params)
-    (x1, y1, x2, y2, _), = augment_boxes(np.array([[5, 10, 15, 20, 0]], np.float32), params, 64)
-    assert (x1, x2) == (49, 59)
-    assert (flipped[int(y1):int(y2), int(x1):int(x2)] == 200).all()
-    assert flipped.sum() == image.sum()
-
-
-def test_value_gain_scales_brightness():
-    image = np.full((4, 4, 3), 100, np.uint8)
-    brighter = augment_image(image, AugmentParams(flip=False, hsv_gains=(1.0, 1.0, 1.3)))
-    assert abs(int(brighter[0, 0, 0]) - 130) <= 1

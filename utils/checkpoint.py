@@ -1,7 +1,7 @@
 """Weights and resume checkpoints on disk, always written atomically.
 
 Weights files (``last_epoch_weights.pth``, ``best_epoch_weights.pth``, ``epNNN-...pth``) are plain state dicts
-that the authors' code loads as they are. The resume checkpoint holds everything needed to continue a run
+that the authors' code loads as they are; beside each, ``<weights>.json`` says what model they hold. The resume checkpoint holds everything needed to continue a run
 exactly; the previous one is kept as ``*.prev.pth`` until the new one is complete.
 """
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from .errors import SSTNetError
-from .fileio import atomic_path
+from .fileio import atomic_path, write_json
+from .model_spec import sidecar_path
 
 RESUME_NAME = "last_checkpoint.pth"
 
@@ -24,6 +25,13 @@ def save_state(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary name, then rename."""
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def save_weights(state: dict, path: str | os.PathLike, sidecar: dict) -> None:
+    """A weights file (plain state dict) and its sidecar ``<weights>.json``; the sidecar goes first, so weights on
+    disk always have one (a stale sidecar from the same run describes the same model)."""
+    write_json(sidecar_path(path), sidecar, indent=2)
+    save_state(state, path)
 
 
 def previous_path(path: Path) -> Path:

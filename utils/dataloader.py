@@ -14,7 +14,8 @@ from .annotations import FrameRecord, read_coco, read_index
 from .boxes import xyxy_to_cxcywh
 from .errors import SSTNetError
 from .images import read_frame
-from .preprocess import Letterbox, augment_boxes, augment_image, draw_augmentation, normalize
+from .augment import AugmentConfig, augment_sample
+from .preprocess import Letterbox, clip_boxes, normalize
 from .sequence import SequenceFolders
 
 
@@ -23,12 +24,12 @@ class SequenceDataset(Dataset):
 
     ``__getitem__`` returns a 3×T×H×W float32 array and an n×5 float32 tensor of (cx, cy, w, h, cls) in input
     pixels. Every window is checked when the dataset is built, so a missing frame fails at once, not mid-epoch.
-    Augmentation (off by default, as the release trains) draws one flip and one HSV jitter per sample from a
-    generator seeded by (seed, epoch, index), so runs and resumed runs see the same draws.
+    Augmentation (``augment``; none by default, as the release trains) is drawn once per sample from a generator
+    seeded by (seed, epoch, index), so runs and resumed runs see the same draws.
     """
 
     def __init__(self, records: Sequence[FrameRecord], input_shape: tuple[int, int], num_frame: int = 5,
-                 augment: bool = False, seed: int = 0, source: str = "dataset") -> None:
+                 augment: AugmentConfig | None = None, seed: int = 0, source: str = "dataset") -> None:
         if num_frame < 2:
             raise SSTNetError(f"--num-frame {num_frame}: SSTNet needs at least 2 frames per sample")
         if not records:
@@ -36,7 +37,7 @@ class SequenceDataset(Dataset):
         self.records = list(records)
         self.input_shape = tuple(input_shape)
         self.num_frame = num_frame
-        self.augment = augment
+        self.augment = augment if augment is not None and augment.enabled else None
         self.seed = seed
         self.epoch = 0
         folders = SequenceFolders()
@@ -74,10 +75,10 @@ class SequenceDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, torch.Tensor]:
         frames, letterboxes = self.load_window(index)
         boxes = letterboxes[-1].map_boxes(self.records[index].boxes)
-        if self.augment:
-            params = draw_augmentation(np.random.default_rng((self.seed, self.epoch, index)))
-            frames = [augment_image(frame, params) for frame in frames]
-            boxes = augment_boxes(boxes, params, self.input_shape[1])
+        if self.augment is not None:
+            rng = np.random.default_rng((self.seed, self.epoch, index))
+            frames, boxes = augment_sample(frames, boxes, self.augment, rng)
+            boxes = clip_boxes(boxes, self.input_shape)
         sample = np.stack([normalize(frame) for frame in frames], axis=1)
         targets = torch.from_numpy(boxes)
         targets[:, :4] = xyxy_to_cxcywh(targets[:, :4])

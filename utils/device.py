@@ -7,6 +7,7 @@ from typing import ContextManager
 import torch
 
 from .errors import SSTNetError
+from .model_spec import default_threads
 
 AMP_DTYPES = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -39,6 +40,14 @@ def check_amp(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise SSTNetError("--amp bf16: this GPU does not support bfloat16; use --amp fp16")
     return AMP_DTYPES[amp]
+
+
+def apply_threads(threads: int | None, workers: int = 0) -> int:
+    """Set PyTorch's intra-op threads (``threads``, or the default of :func:`default_threads` for ``workers``
+    DataLoader workers) before any tensor work; returns the number set."""
+    count = threads if threads is not None else default_threads(workers)
+    torch.set_num_threads(count)
+    return count
 
 
 def synchronize(device: torch.device) -> None:

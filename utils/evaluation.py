@@ -23,6 +23,35 @@ def centres_by_image(records: Sequence[FrameRecord]) -> dict[int, np.ndarray]:
             for record in records}
 
 
+def detection_centres(ground_truth: CocoGroundTruth, detections: list[dict]) -> dict[int, np.ndarray]:
+    """Detection centres (cx, cy, class index, score) per image id, from COCO results."""
+    class_of = {category_id: index for index, category_id in enumerate(ground_truth.category_ids)}
+    rows: dict[int, list] = {}
+    for detection in detections:
+        left, top, width, height = detection["bbox"]
+        rows.setdefault(detection["image_id"], []).append(
+            (left + width / 2, top + height / 2, class_of.get(detection["category_id"], -1), detection["score"]))
+    return {image_id: np.array(values, dtype=np.float64) for image_id, values in rows.items()}
+
+
+def score_detections(ground_truth: CocoGroundTruth, detections: list[dict], image_ids: Sequence[int],
+                     pd_conf: float = 0.5, pd_radius: float = 3.0) -> EvalResult:
+    """Every figure of the paper's protocol (and Pd/Fa) for COCO-results ``detections`` on ``image_ids``."""
+    image_ids = list(image_ids)
+    result = coco_scores(coco_api(ground_truth.data), detections, image_ids)
+    result.pd, result.fa = pd_fa(centres_by_image(ground_truth.records), detection_centres(ground_truth, detections),
+                                 image_ids, pd_conf, pd_radius)
+    return result
+
+
+def scored_records(ground_truth: CocoGroundTruth, all_frames: bool = False) -> list[FrameRecord]:
+    """The frames an evaluation scores: the annotated ones (``all_frames``: every listed frame)."""
+    records = ground_truth.records + (ground_truth.unannotated if all_frames else [])
+    if not records:
+        raise SSTNetError("evaluation: the annotation file lists no frames to score")
+    return records
+
+
 def evaluate(model: torch.nn.Module, ground_truth: CocoGroundTruth, settings: DetectSettings,
              all_frames: bool = False, pd_conf: float = 0.5, pd_radius: float = 3.0,
              progress: bool = True) -> tuple[EvalResult, list[dict]]:
@@ -31,32 +60,38 @@ def evaluate(model: torch.nn.Module, ground_truth: CocoGroundTruth, settings: De
     Returns the figures and the detections as COCO results (``bbox`` = [left, top, width, height], ``score`` =
     obj · class confidence).
     """
-    records = ground_truth.records + (ground_truth.unannotated if all_frames else [])
-    if not records:
-        raise SSTNetError("evaluation: the annotation file lists no frames to score")
+    records = scored_records(ground_truth, all_frames)
     was_training = model.training
     model.eval()
     coco_results: list[dict] = []
-    found: dict[int, np.ndarray] = {}
     try:
         for item, detections in detect_plan(model, plan_sequence_walk(records, settings.num_frame), settings,
                                             progress, desc="evaluate"):
-            ref = item.ref
             top, left, bottom, right = detections[:, 0], detections[:, 1], detections[:, 2], detections[:, 3]
             scores = detections[:, 4] * detections[:, 5]
             classes = detections[:, 6].astype(int)
             for row in range(len(detections)):
-                coco_results.append({"image_id": ref.image_id, "category_id": ground_truth.category_ids[classes[row]],
+                coco_results.append({"image_id": item.ref.image_id,
+                                     "category_id": ground_truth.category_ids[classes[row]],
                                      "bbox": [float(left[row]), float(top[row]), float(right[row] - left[row]),
                                               float(bottom[row] - top[row])],
                                      "score": float(scores[row])})
-            found[ref.image_id] = np.stack([(left + right) / 2, (top + bottom) / 2, classes, scores], axis=1)
     finally:
         model.train(was_training)
-    image_ids = [record.image_id for record in records]
-    result = coco_scores(coco_api(ground_truth.data), coco_results, image_ids)
-    result.pd, result.fa = pd_fa(centres_by_image(ground_truth.records), found, image_ids, pd_conf, pd_radius)
+    result = score_detections(ground_truth, coco_results, [record.image_id for record in records], pd_conf, pd_radius)
     return result, coco_results
+
+
+def per_sequence_scores(ground_truth: CocoGroundTruth, detections: list[dict], records: Sequence[FrameRecord],
+                        root: Path | None = None, pd_conf: float = 0.5,
+                        pd_radius: float = 3.0) -> dict[str, EvalResult]:
+    """The same figures for each sequence (the folder of its frames, named relative to ``root``) on its own."""
+    groups: dict[str, list[int]] = {}
+    for record in records:
+        folder = record.path.parent
+        name = str(folder.relative_to(root)) if root is not None and folder.is_relative_to(root) else str(folder)
+        groups.setdefault(name, []).append(record.image_id)
+    return {name: score_detections(ground_truth, detections, ids, pd_conf, pd_radius) for name, ids in groups.items()}
 
 
 def read_pr_curve(path: str | os.PathLike) -> np.ndarray:

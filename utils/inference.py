@@ -21,12 +21,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from nets import Network
-from nets.weights import extract_state_dict, load_weights, read_checkpoint
+from nets.weights import load_weights
 
 from .annotations import FrameRecord
 from .boxes import decode_outputs, non_max_suppression
 from .device import autocast
 from .errors import SSTNetError
+from .model_spec import ModelSpec
 from .images import IMAGE_SUFFIXES, read_frame
 from .dataloader import worker_ignores_interrupts
 from .preprocess import preprocess_frame
@@ -276,18 +277,9 @@ def detect_plan(model: torch.nn.Module, plan: Sequence[FrameRef], settings: Dete
     return detect_batches(model, batches, settings, len(plan), progress, desc)
 
 
-def load_model(weights: str | os.PathLike, phi: str, num_frame: int, device: torch.device,
-               num_classes: int | None = None, source: str = "--weights", computation: str = "fast") -> Network:
-    """An eval-mode ``Network`` with ``weights`` loaded strictly; classes and motion-branch width are read from
-    the checkpoint, and ``num_classes`` (from the annotations, when known) must agree with it."""
-    state = extract_state_dict(read_checkpoint(weights), str(weights))
-    classes_weight = state.get("head.cls_preds.0.weight")
-    found_classes = int(classes_weight.shape[0]) if classes_weight is not None else (num_classes or 1)
-    if num_classes is not None and found_classes != num_classes:
-        raise SSTNetError(f"{source} {weights}: trained for {found_classes} classes, but the annotations have "
-                          f"{num_classes}")
-    lstm_weight = state.get("mapping1.2.weight")
-    model = Network(found_classes, num_frame, phi,
-                    lstm_hidden=int(lstm_weight.shape[0]) if lstm_weight is not None else 64, computation=computation)
-    load_weights(model, state, mode="strict", name=str(weights))
+def build_model(spec: ModelSpec, num_classes: int, state: dict[str, torch.Tensor], device: torch.device,
+                source: str = "--weights") -> Network:
+    """An eval-mode ``Network`` of ``spec`` with ``state`` loaded strictly, on ``device``."""
+    model = Network(num_classes, spec.num_frame, spec.phi, lstm_hidden=spec.lstm_hidden, computation=spec.computation)
+    load_weights(model, state, mode="strict", name=source)
     return model.to(device).eval()

@@ -1,62 +1,84 @@
-"""Command-line options shared by the scripts that run a trained model (vid_map_coco.py, vid_predict.py).
+"""Command-line options shared by the scripts that run a trained model (vid_map_coco.py, vid_predict.py) and the
+step that turns them into a ready detector: weights read, model spec resolved, device chosen, engine set up.
 
 Importing this module stays light (no torch) so that ``--help`` and argument errors answer at once.
 """
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from utils.errors import SSTNetError
-from utils.train_cli import AMP_CHOICES, COMPUTATION_CHOICES, PHI_CHOICES
+from utils.model_spec import ENGINE_CHOICES, ModelSpec, add_model_arguments, resolve_spec
 
 if TYPE_CHECKING:
     import torch
 
+    from nets import Network
     from utils.inference import DetectSettings
+    from utils.model_spec import TrainedModel
+
 
 def add_detector_arguments(parser: argparse.ArgumentParser, conf: float, nms: float,
-                           engine_flags: tuple[str, ...] = ("--engine",)) -> None:
-    """Model, engine and device options; ``conf``/``nms`` are the script's defaults (spec §7 differs per script).
-
-    ``engine_flags`` names the stream/window choice: vid_map_coco.py calls it ``--mode`` (``--engine`` too),
-    vid_predict.py ``--engine``, as its ``--mode`` picks what to do.
-    """
-    parser.add_argument("--conf", type=float, default=conf, help=f"confidence threshold (default: {conf})")
-    parser.add_argument("--nms", type=float, default=nms, help=f"NMS IoU threshold (default: {nms})")
-    parser.add_argument("--input-size", default="512", help="input side S (multiple of 32) or HxW (default: 512)")
-    parser.add_argument("--num-frame", type=int, default=5, help="frames per window T (default: 5)")
-    parser.add_argument("--phi", default="s", choices=PHI_CHOICES, help="YOLOX size (default: s)")
-    parser.add_argument(*engine_flags, dest="engine", default="stream", choices=("stream", "window"),
-                        help="stream: one backbone pass per frame (default); window: as released, every window "
-                             "through the backbone (T passes per frame); both give the same detections")
-    parser.add_argument("--computation", default="fast", choices=COMPUTATION_CHOICES,
-                        help="fast: the same function with fewer operations; released: the authors' operations "
-                             "(default: fast)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--amp", default="none", choices=AMP_CHOICES, help="mixed precision (default: none)")
-    parser.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default: 8)")
-    parser.add_argument("--workers", type=int, default=2, help="frame-decoding worker processes (default: 2)")
+                           engine_aliases: tuple[str, ...] = ()) -> None:
+    """Weights, thresholds, engine and batching, then the shared model options; ``conf``/``nms`` are the script's
+    defaults (spec §7 differs per script). ``engine_aliases``: older spellings of ``--engine`` still accepted."""
+    parser.add_argument("--weights", required=True,
+                        help="trained weights (a plain or wrapped state dict); the model they hold is read from their "
+                             "sidecar <weights>.json, or from their tensor shapes")
+    engine = parser.add_argument_group("engine")
+    engine.add_argument("--conf", type=float, default=conf, help=f"confidence threshold (default: {conf})")
+    engine.add_argument("--nms", type=float, default=nms, help=f"NMS IoU threshold (default: {nms})")
+    engine.add_argument("--engine", *engine_aliases, dest="engine", default="stream", choices=ENGINE_CHOICES,
+                        help="stream: one backbone pass per frame (default); window: the released computation, every "
+                             "window through the backbone (T passes per frame); both give the same detections")
+    engine.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default: 8)")
+    engine.add_argument("--workers", type=int, default=2, help="frame-decoding worker processes (default: 2)")
+    add_model_arguments(parser)
 
 
-def detector_settings(args: argparse.Namespace) -> tuple[torch.device, DetectSettings]:
-    """Check the options of :func:`add_detector_arguments` and turn them into a device and engine settings."""
-    from utils.device import check_amp, select_device
-    from utils.inference import DetectSettings
-    from utils.preprocess import parse_input_shape
+@dataclass
+class Detector:
+    """A trained model ready to run: the model, its resolved spec, what its weights said, the engine settings."""
 
-    if args.num_frame < 2:
-        raise SSTNetError(f"--num-frame {args.num_frame}: SSTNet needs at least 2 frames per window")
+    model: Network
+    spec: ModelSpec
+    trained: TrainedModel
+    settings: DetectSettings
+    device: torch.device
+
+
+def check_detector_arguments(args: argparse.Namespace) -> None:
+    """Range checks of the engine options, before anything slow."""
     if args.batch_size < 1:
         raise SSTNetError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.workers < 0:
         raise SSTNetError(f"--workers {args.workers}: must be at least 0")
-    if not 0.0 <= args.conf <= 1.0:
-        raise SSTNetError(f"--conf {args.conf}: must lie in [0, 1]")
-    if not 0.0 <= args.nms <= 1.0:
-        raise SSTNetError(f"--nms {args.nms}: must lie in [0, 1]")
-    input_shape = parse_input_shape(args.input_size)
-    device = select_device(args.device)
-    amp_dtype = check_amp(args.amp, device)
-    return device, DetectSettings(input_shape, args.num_frame, args.conf, args.nms, args.engine, args.batch_size,
-                                  args.workers, amp_dtype)
+    for flag, value in (("--conf", args.conf), ("--nms", args.nms)):
+        if not 0.0 <= value <= 1.0:  # NaN fails this too
+            raise SSTNetError(f"{flag} {value}: must lie in [0, 1]")
+
+
+def load_detector(args: argparse.Namespace, num_classes: int | None = None, source: str = "--weights") -> Detector:
+    """Read ``--weights``, resolve the model spec against them, build the eval-mode model on the chosen device.
+
+    ``num_classes`` (from the annotations, when known) must agree with the weights.
+    """
+    from nets.weights import read_trained_weights
+    from utils.device import apply_threads, check_amp, select_device
+    from utils.inference import DetectSettings, build_model
+
+    check_detector_arguments(args)
+    trained, state = read_trained_weights(args.weights)
+    if num_classes is not None and trained.num_classes != num_classes:
+        raise SSTNetError(f"{source} {args.weights}: trained for {trained.num_classes} classes, but the annotations "
+                          f"have {num_classes}")
+    spec = resolve_spec(args, trained, engine=args.engine)
+    apply_threads(spec.threads, args.workers)
+    device = select_device(spec.device)
+    amp_dtype = check_amp(spec.amp, device)
+    model = build_model(spec, trained.num_classes, state, device, str(args.weights))
+    settings = DetectSettings(spec.input_shape, spec.num_frame, args.conf, args.nms, args.engine, args.batch_size,
+                              args.workers, amp_dtype)
+    return Detector(model, spec, trained, settings, device)

@@ -5,8 +5,14 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import SSTNetError
+from .cli import given_flags, make_parser
+from .model_spec import add_model_arguments
+
+if TYPE_CHECKING:
+    from .augment import AugmentConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,12 +25,6 @@ class DatasetDefaults:
     layout: str
     synthetic_root: Path
 
-
-# The choices the command lines offer, kept here without importing torch so that --help answers at once; a test
-# checks them against nets (VARIANTS, COMPUTATIONS) and utils.device (AMP_DTYPES).
-PHI_CHOICES = ("nano", "tiny", "s", "m", "l", "x")
-COMPUTATION_CHOICES = ("fast", "released")
-AMP_CHOICES = ("none", "fp16", "bf16")
 
 DAUB = DatasetDefaults("DAUB", "daub", REPO_ROOT / "datasets" / "synthetic_daub")
 IRDST = DatasetDefaults("IRDST", "irdst", REPO_ROOT / "datasets" / "synthetic_irdst")
@@ -41,10 +41,8 @@ def ensure_synthetic_dataset(defaults: DatasetDefaults, progress: bool = True) -
 
 
 def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=f"Train SSTNet on {defaults.name}-layout data. Defaults reproduce the published recipe "
-                    "(spec §8); without --data-root the bundled synthetic dataset is used.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = make_parser(f"Train SSTNet on {defaults.name}-layout data. Defaults reproduce the published recipe "
+                         "(spec §8); without --data-root the bundled synthetic dataset is used.")
     data = parser.add_argument_group("data")
     data.add_argument("--data-root", type=Path, default=None,
                       help=f"dataset folder in {defaults.name} layout (default: {defaults.synthetic_root.relative_to(REPO_ROOT)}, "
@@ -56,32 +54,45 @@ def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
     data.add_argument("--train-txt", default=None, help="training index txt instead of --train-ann "
                                                         "(relative frame paths are under --data-root)")
     data.add_argument("--val-txt", default=None, help="validation index txt instead of --val-ann")
+    data.add_argument("--mix-data", nargs="+", default=None, metavar="ROOT",
+                      help="more datasets (same layout) whose training split (--train-ann under each) is mixed into "
+                           "every epoch, e.g. synthetic sequences next to a few real clips")
     data.add_argument("--num-classes", type=int, default=None,
                       help="classes of index-txt data (default: largest class index + 1)")
-    data.add_argument("--augment", action="store_true",
-                      help="horizontal flip + HSV jitter, one draw per sample (the release trains without)")
+    augment = parser.add_argument_group(
+        "augmentation", "drawn once per sample and applied alike to its T frames (sensor noise excepted); all off by "
+                        "default, as the release trains")
+    augment.add_argument("--augment", action="store_true",
+                         help="the release's unused helper: --flip-lr 0.5 --hsv 0.1 0.7 0.4 (flags given "
+                              "explicitly take precedence)")
+    augment.add_argument("--flip-lr", type=float, default=None, help="probability of a left-right mirror (default: 0)")
+    augment.add_argument("--flip-ud", type=float, default=0.0, help="probability of an up-down mirror")
+    augment.add_argument("--translate", type=float, default=0.0,
+                         help="largest shift as a fraction of the input side; boxes are kept inside")
+    augment.add_argument("--scale", type=float, nargs=2, default=(1.0, 1.0), metavar=("MIN", "MAX"),
+                         help="zoom range about the centre")
+    augment.add_argument("--hsv", type=float, nargs=3, default=None, metavar=("H", "S", "V"),
+                         help="HSV gains drawn in [1-g, 1+g] (default: 0 0 0)")
+    augment.add_argument("--contrast", type=float, default=0.0, help="contrast gain drawn in [1-c, 1+c]")
+    augment.add_argument("--brightness", type=float, default=0.0, help="brightness offset drawn in [-b, b] × 255")
+    augment.add_argument("--gamma", type=float, default=0.0, help="gamma drawn log-uniformly in [1/(1+g), 1+g]")
+    augment.add_argument("--noise", type=float, default=0.0,
+                         help="largest std (grey levels) of Gaussian sensor noise, fresh in every frame")
     data.add_argument("--epoch-fraction", type=float, default=0.2,
                       help="fraction of the training frames drawn at random for each epoch (release: a fifth)")
     data.add_argument("--val-fraction", type=float, default=1.0,
                       help="fraction of the validation frames used for the validation loss")
     data.add_argument("--workers", type=int, default=2, help="DataLoader worker processes decoding frames")
 
-    model = parser.add_argument_group("model")
-    model.add_argument("--input-size", default="512", help="input side S, a multiple of 32, or HxW")
-    model.add_argument("--num-frame", type=int, default=5, help="frames per sample T (key frame last)")
-    model.add_argument("--phi", default="s", choices=PHI_CHOICES, help="YOLOX size")
-    model.add_argument("--lstm-hidden", type=int, default=64,
-                       help="width of the training-only motion branch (64 as released; other values change the "
-                            "checkpoint layout)")
-    model.add_argument("--computation", default="fast", choices=COMPUTATION_CHOICES,
-                       help="fast: the same function with fewer operations (equal loss and gradients); released: the "
-                            "authors' operations")
-    model.add_argument("--pretrained", default=None,
+    add_model_arguments(parser)
+    start = parser.add_argument_group("initialisation")
+    start.add_argument("--pretrained", default=None,
                        help="weights loaded by key and shape before training (e.g. the official YOLOX-s COCO "
-                            "checkpoint for the backbone)")
-    model.add_argument("--prior-prob", type=float, default=0.0,
-                       help="initialise the objectness/class biases to -log((1-p)/p) as YOLOX does "
-                            "(0: keep the release's initialisation)")
+                            "checkpoint for the backbone, or an earlier run's weights: model flags left out then take "
+                            "their values)")
+    start.add_argument("--prior-prob", type=float, default=0.0,
+                       help="initialise the objectness/class biases to -log((1-p)/p) as YOLOX does, after "
+                            "--pretrained is loaded (0: keep the release's initialisation)")
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, default=100, help="training epochs")
@@ -99,9 +110,6 @@ def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
     optim.add_argument("--seed", type=int, default=2023, help="seed of every random draw (weights, epoch subsets, augmentation)")
 
     run = parser.add_argument_group("run")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    run.add_argument("--amp", default="none", choices=AMP_CHOICES,
-                     help="mixed precision: fp16 (CUDA, with a GradScaler) or bf16 (CPU or CUDA)")
     run.add_argument("--channels-last", action="store_true", help="channels-last memory format (GPU speed-up)")
     run.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes under torchrun")
     run.add_argument("--save-dir", default="logs", help="run folder for weights, logs and plots")
@@ -122,7 +130,7 @@ def check_args(args: argparse.Namespace) -> None:
     """Reject values argparse cannot, with the flag named."""
     for flag, value, minimum in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
                                  ("--save-period", args.save_period, 1), ("--eval-period", args.eval_period, 0),
-                                 ("--workers", args.workers, 0), ("--lstm-hidden", args.lstm_hidden, 1)):
+                                 ("--workers", args.workers, 0)):
         if value < minimum:
             raise SSTNetError(f"{flag} {value}: must be at least {minimum}")
     if args.lr <= 0 or not 0 < args.min_lr_ratio <= 1:
@@ -131,15 +139,30 @@ def check_args(args: argparse.Namespace) -> None:
         raise SSTNetError(f"--prior-prob {args.prior_prob}: must be in [0, 1)")
 
 
+def augment_config(args: argparse.Namespace) -> "AugmentConfig":
+    """The augmentation of a run: the explicit knobs, with ``--augment`` filling the release's flip and HSV jitter."""
+    from .augment import RELEASE_AUGMENT, AugmentConfig
+
+    preset = RELEASE_AUGMENT if getattr(args, "augment", False) else AugmentConfig()
+    flip_lr = getattr(args, "flip_lr", None)
+    hsv = getattr(args, "hsv", None)
+    return AugmentConfig(flip_lr=preset.flip_lr if flip_lr is None else flip_lr,
+                         flip_ud=getattr(args, "flip_ud", 0.0), translate=getattr(args, "translate", 0.0),
+                         scale=tuple(getattr(args, "scale", (1.0, 1.0))),
+                         hsv=preset.hsv if hsv is None else tuple(hsv), contrast=getattr(args, "contrast", 0.0),
+                         brightness=getattr(args, "brightness", 0.0), gamma=getattr(args, "gamma", 0.0),
+                         noise=getattr(args, "noise", 0.0))
+
+
 def parse_args(argv: list[str] | None, defaults: DatasetDefaults) -> argparse.Namespace:
     """Parsed arguments, plus ``given``: the destinations of the flags written on the command line (a resumed run
     takes everything else from its checkpoint)."""
     parser = build_parser(defaults)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    written = {token.split("=", 1)[0] for token in argv if token.startswith("--")}
-    args.given = sorted(action.dest for action in parser._actions if written & set(action.option_strings))
+    args.given = sorted(given_flags(parser, argv))
     check_args(args)
+    augment_config(args)  # reject bad augmentation values before the long part
     return args
 
 

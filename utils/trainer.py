@@ -19,24 +19,27 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from nets import Network, YOLOLoss, load_weights
+from nets.weights import read_trained_weights
 from nets.training import ModelEMA, build_optimizer, init_weights, lr_at_epoch, scaled_lrs, set_optimizer_lr
 
-from .annotations import CocoGroundTruth, read_coco, read_index, records_to_coco
-from .callbacks import RunLogger
-from .checkpoint import RESUME_NAME, load_resume, save_resume, save_state
+from .annotations import CocoGroundTruth, FrameRecord, read_coco, read_index, records_to_coco
+from .run_log import RunLogger
+from .checkpoint import RESUME_NAME, load_resume, save_resume, save_weights
 from .dataloader import SequenceDataset, resolve_dataset_root, sequence_collate, worker_ignores_interrupts
-from .device import autocast, check_amp, select_device
+from .device import apply_threads, autocast, check_amp, select_device
 from .distributed import (EpochSubsetSampler, all_reduce_sum, barrier, cleanup, init_distributed,
                           process_device)
 from .errors import SSTNetError
 from .evaluation import evaluate
 from .fileio import ensure_dir, write_json
 from .inference import DetectSettings
-from .preprocess import parse_input_shape
+from .model_spec import ModelSpec, resolve_spec, sidecar_record
+from .provenance import project_commit
+from .train_cli import augment_config
 
 # Flags that a resumed run takes from its command line when written there; everything else comes from the
 # checkpoint, so the run continues exactly as it started.
-RESUME_OVERRIDES = ("device", "workers", "debug", "epochs", "eval_period", "save_period")
+RESUME_OVERRIDES = ("device", "threads", "workers", "debug", "epochs", "eval_period", "save_period")
 
 
 class TrainingDiverged(SSTNetError):
@@ -129,24 +132,50 @@ def load_split(args: argparse.Namespace, root: Path, split: str) -> CocoGroundTr
     return read_coco(ann if ann.is_absolute() else root / ann, root)
 
 
+def category_names(ground_truth: CocoGroundTruth) -> list[str]:
+    """Class names by class index."""
+    names = {category["id"]: category.get("name", str(category["id"])) for category in ground_truth.data["categories"]}
+    return [names.get(category_id, f"class{index}") for index, category_id in enumerate(ground_truth.category_ids)]
+
+
+def mixed_records(args: argparse.Namespace, train_gt: CocoGroundTruth) -> list[FrameRecord]:
+    """The training frames of the ``--mix-data`` datasets (their ``--train-ann``), which must name the same classes
+    as the main training set in the same order."""
+    records: list[FrameRecord] = []
+    ann = Path(args.train_ann)
+    for root in getattr(args, "mix_data", None) or []:
+        root = resolve_dataset_root(root)
+        ground_truth = read_coco(ann if ann.is_absolute() else root / ann, root)
+        if category_names(ground_truth) != category_names(train_gt):
+            raise SSTNetError(f"--mix-data {root}: its classes {category_names(ground_truth)} differ from the training "
+                              f"set's {category_names(train_gt)}")
+        records += ground_truth.records
+    return records
+
+
 class Trainer:
     """Builds everything a run needs from parsed command-line arguments, then :meth:`fit` trains."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.resume_state = load_resume(args.resume) if args.resume else None
+        self.pretrained_state = None
         if self.resume_state is not None:
             args = self._restore_args(args, self.resume_state["args"])
+        else:
+            self._resolve_model_flags(args)
         if args.data_root is None:
             raise SSTNetError("--data-root: no dataset given")
         args.data_root = str(args.data_root)  # args are saved as JSON and in checkpoints: plain types only
         self.args = args
-        device = select_device(args.device)
+        self.spec = ModelSpec(phi=args.phi, num_frame=args.num_frame, input_shape=args.input_size,
+                              lstm_hidden=args.lstm_hidden, computation=args.computation, device=args.device,
+                              amp=args.amp, threads=getattr(args, "threads", None))
+        apply_threads(self.spec.threads, args.workers)
+        device = select_device(self.spec.device)
         self.dist = init_distributed(device)
         self.device = process_device(device, self.dist)
-        self.amp_dtype = check_amp(args.amp, self.device)
-        self.input_shape = parse_input_shape(args.input_size)
-        if args.num_frame < 2:
-            raise SSTNetError(f"--num-frame {args.num_frame}: SSTNet needs at least 2 frames per sample")
+        self.amp_dtype = check_amp(self.spec.amp, self.device)
+        self.input_shape = self.spec.input_shape
         if args.batch_size % self.dist.world_size:
             raise SSTNetError(f"--batch-size {args.batch_size}: must be divisible by the {self.dist.world_size} "
                               "processes (it is the total batch over all of them)")
@@ -155,10 +184,11 @@ class Trainer:
 
         self.root = resolve_dataset_root(args.data_root)
         self.train_gt = load_split(args, self.root, "train")
+        train_records = self.train_gt.records + mixed_records(args, self.train_gt)
         self.val_gt = load_split(args, self.root, "val")
         self.num_classes = len(self.train_gt.category_ids)
-        self.train_set = SequenceDataset(self.train_gt.records, self.input_shape, args.num_frame,
-                                         augment=args.augment, seed=args.seed, source="training set")
+        self.train_set = SequenceDataset(train_records, self.input_shape, args.num_frame,
+                                         augment=augment_config(args), seed=args.seed, source="training set")
         self.val_set = SequenceDataset(self.val_gt.records, self.input_shape, args.num_frame, source="validation set")
 
         self.model = self._build_model()
@@ -195,16 +225,27 @@ class Trainer:
             setattr(restored, name, getattr(args, name))
         return restored
 
+    def _resolve_model_flags(self, args: argparse.Namespace) -> None:
+        """Fill the model flags left out from ``--pretrained`` weights that say what they are, else the defaults,
+        and write the concrete values back into ``args`` (saved in args.json and checkpoints)."""
+        trained = None
+        if args.pretrained:
+            trained, self.pretrained_state = read_trained_weights(args.pretrained, any_weights=True)
+        spec = resolve_spec(args, trained, flags_win=True)
+        args.phi, args.num_frame, args.lstm_hidden = spec.phi, spec.num_frame, spec.lstm_hidden
+        args.input_size, args.computation = spec.input_size, spec.computation
+
     def _build_model(self) -> Network:
         args = self.args
-        model = Network(self.num_classes, args.num_frame, args.phi, lstm_hidden=args.lstm_hidden,
-                        computation=getattr(args, "computation", "fast"))
+        model = Network(self.num_classes, self.spec.num_frame, self.spec.phi, lstm_hidden=self.spec.lstm_hidden,
+                        computation=self.spec.computation)
         init_weights(model)
-        if args.prior_prob > 0:
-            model.head.initialize_biases(args.prior_prob)
-        if args.pretrained:
-            report = load_weights(model, args.pretrained, mode="partial")
+        if args.pretrained and self.resume_state is None:
+            state = self.pretrained_state if self.pretrained_state is not None else args.pretrained
+            report = load_weights(model, state, mode="partial", name=str(args.pretrained))
             self.log(report.summary())
+        if args.prior_prob > 0:  # after the load: the prior, not the checkpoint's biases, starts the head
+            model.head.initialize_biases(args.prior_prob)
         model.to(self.device)
         if args.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -319,18 +360,27 @@ class Trainer:
         return {"mAP50": 100 * result.map50, "precision": 100 * result.precision, "recall": 100 * result.recall,
                 "f1": 100 * result.f1}
 
+    def sidecar(self, epoch: int) -> dict:
+        """What the weights of ``epoch`` are: the model spec, classes, training data and code they came from."""
+        mixed = [str(Path(root).resolve()) for root in getattr(self.args, "mix_data", None) or []]
+        return sidecar_record(self.spec, self.num_classes, category_names(self.train_gt),
+                              {"data_root": str(Path(self.args.data_root).resolve()), "mix_data": mixed,
+                               "epoch": epoch + 1, "commit": project_commit()})
+
     def save(self, epoch: int, row: dict) -> None:
-        """Weights (EMA, plain state dicts) and the resume checkpoint of a completed epoch."""
+        """Weights (EMA, plain state dicts, each with its sidecar) and the resume checkpoint of a completed epoch."""
         weights = self.ema.ema.state_dict()
+        sidecar = self.sidecar(epoch)
         args = self.args
         if (epoch + 1) % args.save_period == 0 or epoch + 1 == args.epochs:
-            save_state(weights, self.run_dir / f"ep{epoch + 1:03d}-loss{row['loss']:.3f}-val_loss{row['val_loss']:.3f}.pth")
+            name = f"ep{epoch + 1:03d}-loss{row['loss']:.3f}-val_loss{row['val_loss']:.3f}.pth"
+            save_weights(weights, self.run_dir / name, sidecar)
         value = row.get(self.best.criterion, math.nan)
         if self.best.improves(value):
             self.best = BestRecord(self.best.criterion, value, epoch + 1)
-            save_state(weights, self.run_dir / "best_epoch_weights.pth")
+            save_weights(weights, self.run_dir / "best_epoch_weights.pth", sidecar)
             self.log(f"  best_epoch_weights.pth <- epoch {epoch + 1} ({self.best.criterion} {value:.4g})")
-        save_state(weights, self.run_dir / "last_epoch_weights.pth")
+        save_weights(weights, self.run_dir / "last_epoch_weights.pth", sidecar)
         save_resume({"model": self.model.state_dict(), "ema": self.ema.state_dict(),
                      "optimizer": self.optimizer.state_dict(),
                      "scaler": self.scaler.state_dict() if self.scaler is not None else {},

@@ -1,0 +1,196 @@
+"""One model spec for every script, and weights that say what they are (sidecar, or shapes for the authors')."""
+import argparse
+import json
+import re
+import shutil
+
+import pytest
+import torch
+
+from conftest import REPO, assert_clean_error, run_script, tiny_synthetic_dataset
+from nets import Network
+from nets.weights import architecture_of, read_trained_weights
+from parity_recipe import make_state, read_layout
+from utils.errors import SSTNetError
+from utils.model_spec import ModelSpec, TrainedModel, resolve_spec, sidecar_path
+from utils.train_cli import DAUB, parse_args
+from utils.trainer import Trainer
+
+TRAIN = ["--input-size", "64", "--phi", "nano", "--lstm-hidden", "8", "--num-frame", "3", "--batch-size", "2",
+         "--workers", "0", "--epoch-fraction", "1", "--val-fraction", "0.5", "--eval-period", "1", "--device", "cpu"]
+SHARED_FLAGS = ("--phi", "--num-frame", "--input-size", "--lstm-hidden", "--computation", "--device", "--amp",
+                "--threads")
+
+
+def namespace(**flags):
+    values = {"phi": None, "num_frame": None, "input_size": None, "lstm_hidden": None, "computation": None,
+              "device": "auto", "amp": "none", "threads": None}
+    values.update(flags)
+    return argparse.Namespace(**values)
+
+
+TRAINED = TrainedModel("w.pth", "nano", 3, 8, 2, (256, 256), ("a", "b"), True)
+
+
+def test_flags_left_out_take_the_trained_values_then_the_defaults():
+    assert resolve_spec(namespace()) == ModelSpec()
+    spec = resolve_spec(namespace(), TRAINED)
+    assert (spec.phi, spec.num_frame, spec.lstm_hidden, spec.input_shape) == ("nano", 3, 8, (256, 256))
+    assert resolve_spec(namespace(phi="nano", num_frame=3), TRAINED) == spec
+    assert resolve_spec(namespace(), engine="window").computation == "released"
+    assert resolve_spec(namespace(computation="fast"), engine="window").computation == "fast"
+
+
+@pytest.mark.parametrize("flags,fragment", [({"phi": "s"}, "--phi s: w.pth (sidecar) holds a model with --phi nano"),
+                                            ({"num_frame": 5}, "--num-frame 5: w.pth (sidecar) holds a model with "
+                                                               "--num-frame 3"),
+                                            ({"lstm_hidden": 64}, "with --lstm-hidden 8")])
+def test_a_flag_contradicting_the_weights_names_both_values(flags, fragment):
+    with pytest.raises(SSTNetError, match=re.escape(fragment)):
+        resolve_spec(namespace(**flags), TRAINED)
+    # --pretrained: a partial load into another shape is legitimate, the flag wins
+    assert getattr(resolve_spec(namespace(**flags), TRAINED, flags_win=True), next(iter(flags))) == next(
+        iter(flags.values()))
+
+
+def test_another_input_size_is_allowed_and_noted_once():
+    notes = []
+    spec = resolve_spec(namespace(input_size="512"), TRAINED, note=notes.append)
+    assert spec.input_shape == (512, 512)
+    assert len(notes) == 1 and "trained at 256" in notes[0]
+
+
+@pytest.mark.parametrize("bad", [{"num_frame": 1}, {"lstm_hidden": 0}, {"input_shape": "100"}, {"threads": 0},
+                                 {"phi": "q"}])
+def test_spec_validates(bad):
+    with pytest.raises(SSTNetError):
+        ModelSpec(**bad)
+
+
+def test_the_authors_layout_is_recognised_from_its_shapes():
+    state = make_state(read_layout())
+    assert architecture_of(state) == {"phi": "s", "num_frame": 5, "num_classes": 1, "lstm_hidden": 64}
+    for phi, frames, classes, hidden in (("nano", 3, 2, 8), ("tiny", 7, 1, 16), ("m", 2, 4, 4)):
+        model = Network(classes, frames, phi, lstm_hidden=hidden)
+        assert architecture_of(model.state_dict()) == {"phi": phi, "num_frame": frames, "num_classes": classes,
+                                                       "lstm_hidden": hidden}
+    with pytest.raises(SSTNetError, match="not SSTNet weights"):
+        architecture_of({"backbone.backbone.stem.conv.conv.weight": torch.zeros(32, 12, 3, 3)})
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A two-epoch run of a nano model with 3 frames at 64 px: weights with sidecars."""
+    root = tmp_path_factory.mktemp("spec")
+    data = tiny_synthetic_dataset(root / "data", seed=4, train_sequences=1, frames_per_sequence=8)
+    Trainer(parse_args(["--data-root", str(data), "--epochs", "2", "--save-period", "1", "--save-dir",
+                        str(root / "run"), *TRAIN], DAUB)).fit()
+    return data, root / "run"
+
+
+def test_every_weights_file_has_a_sidecar_and_stays_a_plain_state_dict(run):
+    _, folder = run
+    weights = sorted(folder.glob("*weights.pth")) + sorted(folder.glob("ep*.pth"))
+    assert {path.name for path in weights} >= {"last_epoch_weights.pth", "best_epoch_weights.pth"}
+    assert len(list(folder.glob("ep*.pth"))) == 2
+    for path in weights:
+        sidecar = json.loads(open(sidecar_path(path)).read())
+        assert sidecar["model"] == {"phi": "nano", "num_frame": 3, "input_size": [64, 64], "lstm_hidden": 8,
+                                    "num_classes": 1}
+        assert sidecar["class_names"] == ["target"] and sidecar["data_root"] == str(run[0].resolve())
+        assert sidecar["commit"] is None or len(sidecar["commit"]) >= 40
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        assert all(isinstance(value, torch.Tensor) for value in state.values())
+        Network(1, 3, "nano", lstm_hidden=8).load_state_dict(state, strict=True)  # as the authors' code loads it
+    trained, _ = read_trained_weights(folder / "best_epoch_weights.pth")
+    assert trained.from_sidecar and trained.input_shape == (64, 64)
+
+
+def evaluate(data, weights, out, *flags):
+    return run_script("vid_map_coco.py", "--weights", weights, "--data-root", data, "--out-dir", out, "--workers", "0",
+                      "--quiet", "--device", "cpu", *flags)
+
+
+def test_evaluation_needs_no_model_flags(run, tmp_path):
+    data, folder = run
+    weights = folder / "best_epoch_weights.pth"
+    plain = evaluate(data, weights, tmp_path / "plain")
+    assert plain.returncode == 0, plain.stderr
+    flagged = evaluate(data, weights, tmp_path / "flags", "--phi", "nano", "--num-frame", "3", "--input-size", "64")
+    assert flagged.returncode == 0, flagged.stderr
+    assert (tmp_path / "plain/metrics.json").read_text() == (tmp_path / "flags/metrics.json").read_text()
+    assert "note:" not in plain.stdout + plain.stderr
+    # Without the sidecar (the authors' weights): the architecture comes from the shapes, the size must be given.
+    bare = tmp_path / "bare.pth"
+    shutil.copy(weights, bare)
+    inferred = evaluate(data, bare, tmp_path / "bare", "--input-size", "64")
+    assert inferred.returncode == 0, inferred.stderr
+    assert (tmp_path / "bare/metrics.json").read_text() == (tmp_path / "plain/metrics.json").read_text()
+
+
+def test_evaluation_refuses_contradicting_flags_and_notes_another_size(run, tmp_path):
+    data, folder = run
+    weights = folder / "best_epoch_weights.pth"
+    assert_clean_error(evaluate(data, weights, tmp_path / "a", "--num-frame", "5"), "--num-frame 5",
+                       "--num-frame 3")
+    assert_clean_error(evaluate(data, weights, tmp_path / "b", "--phi", "s"), "--phi s", "--phi nano")
+    other = evaluate(data, weights, tmp_path / "c", "--input-size", "96")
+    assert other.returncode == 0, other.stderr
+    assert (other.stdout + other.stderr).count("note: --input-size 96") == 1
+
+
+def test_a_broken_sidecar_is_one_error_line(run, tmp_path):
+    data, folder = run
+    weights = tmp_path / "w.pth"
+    shutil.copy(folder / "last_epoch_weights.pth", weights)
+    for text, fragment in (("{", "unreadable weights sidecar"), ('{"format": "other"}', "not a weights sidecar"),
+                           (json.dumps({"format": "sstnet-weights/1", "model": {"phi": "s", "num_frame": 3,
+                                                                               "input_size": 64, "lstm_hidden": 8,
+                                                                               "num_classes": 1}}),
+                            "belongs to other weights")):
+        open(sidecar_path(weights), "w").write(text)
+        assert_clean_error(evaluate(data, weights, tmp_path / "out"), str(weights), fragment)
+
+
+def test_pretrained_fills_the_model_flags_reports_by_part_and_applies_the_prior_after(run, tmp_path, capsys):
+    data, folder = run
+    args = parse_args(["--data-root", str(data), "--pretrained", str(folder / "last_epoch_weights.pth"),
+                       "--prior-prob", "0.25", "--epochs", "1", "--save-dir", str(tmp_path / "ft"), "--workers", "0",
+                       "--device", "cpu", "--batch-size", "2"], DAUB)
+    trainer = Trainer(args)
+    assert (args.phi, args.num_frame, args.input_size, args.lstm_hidden) == ("nano", 3, "64", 8)
+    report = capsys.readouterr().out
+    for part in ("backbone", "neck", "head", "motion branch"):
+        assert part in report
+    assert "all loaded" in report
+    prior = -torch.log(torch.tensor((1 - 0.25) / 0.25))
+    assert torch.allclose(trainer.model.head.obj_preds[0].bias, prior)
+
+
+def test_every_script_shows_the_shared_options_identically():
+    def option_help(script):
+        text = run_script(script, "--help").stdout
+        assert text.count("(default: None)") == 0, script
+        blocks, current = {}, None
+        for line in text.splitlines():
+            stripped = line.strip()
+            if stripped.startswith("--"):
+                current = stripped.split()[0].rstrip(",")
+                blocks[current] = [stripped]
+            elif current and stripped and line.startswith(" " * 10):
+                blocks[current].append(stripped)
+            else:
+                current = None
+        return {flag: " ".join(lines) for flag, lines in blocks.items()}
+
+    helps = {script: option_help(script) for script in ("train_daub.py", "train_irdst.py", "vid_map_coco.py",
+                                                        "vid_predict.py")}
+    for flag in SHARED_FLAGS:
+        texts = {script: options[flag] for script, options in helps.items()}
+        assert len(set(texts.values())) == 1, texts
+    for options in helps.values():
+        assert all(text.count("(default:") <= 1 for text in options.values()), options
+    bench = option_help(str(REPO / "benchmarks" / "bench.py"))
+    for flag in SHARED_FLAGS:
+        if flag not in ("--computation", "--input-size"):
+            assert bench[flag] == helps["vid_map_coco.py"][flag], flag
