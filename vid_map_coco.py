@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from utils.cli import make_parser
+from utils.cli import check_number, make_parser
 from utils.errors import run_cli
 from utils.inference_cli import add_detector_arguments, check_detector_arguments, load_detector
 from utils.train_cli import DAUB
@@ -49,13 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     from utils.annotations import read_coco
     from utils.dataloader import resolve_dataset_root
     from utils.evaluation import evaluate, per_sequence_scores, read_pr_curve, scored_records, write_eval_outputs
-    from utils.fileio import ensure_dir, write_json
+    from utils.fileio import check_output, write_json
     from utils.train_cli import ensure_synthetic_dataset
 
     check_detector_arguments(args)
+    check_number("--pd-conf", args.pd_conf, 0, 1)
+    check_number("--pd-radius", args.pd_radius, 0, low_open=True)
     for path in args.compare:
         read_pr_curve(path)  # fail before the long part
-    ensure_dir(args.out_dir)
+    check_output(args.out_dir, "--out-dir", folder=True)
     root = resolve_dataset_root(args.data_root if args.data_root is not None else ensure_synthetic_dataset(DAUB))
     ann = Path(args.ann)
     ground_truth = read_coco(ann if ann.is_absolute() else root / ann, root)

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from utils.cli import make_parser
+from utils.cli import check_number, make_parser
 from utils.errors import run_cli
 from utils.inference_cli import add_detector_arguments, check_detector_arguments, load_detector
 
@@ -63,12 +63,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from utils.annotations import dataset_root_of, read_coco
     from utils.errors import SSTNetError
-    from utils.fileio import ensure_dir
+    from utils.fileio import check_output, ensure_dir
     from utils.inference import detect_batches, detect_plan, folder_frames, plan_frames, video_batches, video_frame_count
     from utils.visualize import crops, draw_frame, open_video, save_png, source_fps
 
-    if args.fps_frames < 1:
-        raise SSTNetError(f"--fps-frames {args.fps_frames}: must be at least 1")
+    check_detector_arguments(args)
+    check_number("--fps-frames", args.fps_frames, 1)
+    check_number("--video-fps", args.video_fps, 0, 1000, low_open=True)
     if not args.source.exists():
         raise SSTNetError(f"--source {args.source}: not found")
     is_video = args.source.is_file() and args.source.suffix.lower() in VIDEO_SUFFIXES
@@ -79,8 +80,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode in ("video", "fps") and not (args.source.is_dir() or is_video):
         raise SSTNetError(f"--source {args.source}: expected a folder of frames or a video file "
                           f"({', '.join(VIDEO_SUFFIXES)})")
-    check_detector_arguments(args)
-
     class_names: list[str] | None = None
     truth: dict[Path, np.ndarray] = {}
     if args.gt is not None:
@@ -89,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         categories = {c["id"]: c.get("name", str(c["id"])) for c in ground_truth.data["categories"]}
         class_names = [categories[category_id] for category_id in ground_truth.category_ids]
         truth = {record.path.resolve(): record.boxes for record in ground_truth.records}
+    out = args.out if args.out is not None else default_out(args)
+    if args.mode != "fps":
+        check_output(out, "--out", folder=args.mode == "dir")
     detector = load_detector(args, len(class_names) if class_names is not None else None)
     model, settings, num_frame = detector.model, detector.settings, detector.spec.num_frame
     if class_names is None:
@@ -99,7 +101,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "fps":
         return measure_fps(model, args, settings, is_video)
 
-    out = args.out if args.out is not None else default_out(args)
     if is_video:
         batches = video_batches(args.source, settings.input_shape, settings.batch_size, num_frame)
         results = detect_batches(model, batches, settings, video_frame_count(args.source), not args.quiet,

@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from nets import Network, YOLOLoss  # noqa: E402
 from nets.training import init_weights  # noqa: E402
 from utils.annotations import read_coco  # noqa: E402
-from utils.cli import make_parser  # noqa: E402
+from utils.cli import check_number, make_parser  # noqa: E402
 from utils.device import apply_threads, check_amp, select_device, synchronize  # noqa: E402
 from utils.errors import SSTNetError, run_cli  # noqa: E402
 from utils.fileio import write_json, write_text  # noqa: E402
@@ -349,6 +349,8 @@ def markdown(entry: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for flag, value in (("--repeats", args.repeats), ("--frames", args.frames), ("--train-batch", args.train_batch)):
+        check_number(flag, value, 1)
     sizes = args.input_size or (["256"] if args.quick else ["256", "512"])
     specs = [resolve_spec(args, input_size=size) for size in sizes]
     apply_threads(specs[0].threads)

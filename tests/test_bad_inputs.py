@@ -108,7 +108,10 @@ def test_missing_history_frame(copy, weights):
 
 def test_frames_of_different_sizes_grey_and_rgb_work(copy, weights):
     folder = copy / "images/test/data2"
-    cv2.imwrite(str(folder / "1.bmp"), cv2.resize(cv2.imread(str(folder / "1.bmp")), (96, 48)))
+    cv2.imwrite(str(folder / "1.bmp"), cv2.resize(cv2.imread(str(folder / "1.bmp")), (96, 64)))
+    # The annotation file declares the resized frame's size (a contradicting size is an error of its own).
+    damage(copy, lambda d: [image.update(width=96, height=64) for image in d["images"]
+                            if image["file_name"].endswith("data2/1.bmp")])
     cv2.imwrite(str(folder / "2.bmp"), cv2.imread(str(folder / "2.bmp"), cv2.IMREAD_GRAYSCALE))
     colour = cv2.imread(str(folder / "3.bmp"))
     colour[..., 0] //= 2

@@ -68,13 +68,13 @@ def test_sample_orders_frames_oldest_first_and_converts_boxes(tmp_path):
     records = [FrameRecord(tmp_path / "s/5.bmp", np.array([[10, 4, 18, 12, 0]], np.float32)),
                FrameRecord(tmp_path / "s/1.bmp", np.zeros((0, 5), np.float32))]
     dataset = SequenceDataset(records, (64, 64), 4)
-    sample, targets = dataset[0]
+    sample, targets, _ = dataset[0]
     assert sample.shape == (3, 4, 64, 64) and sample.dtype == np.float32
     values = [round(float(frame_value(sample[:, t, 32, 32]))) for t in range(4)]
     assert values == [20, 30, 40, 50]  # frames 2..5, key frame last
     # 32×64 → 64×64: scale 1, pasted 16 rows down
     np.testing.assert_allclose(targets, [[14, 24, 8, 8, 0]])
-    sample, targets = dataset[1]
+    sample, targets, _ = dataset[1]
     assert [round(float(frame_value(sample[:, t, 32, 32]))) for t in range(4)] == [0, 0, 0, 10]
     assert targets.shape == (0, 5)
 
@@ -85,7 +85,7 @@ def test_frames_of_different_sizes_and_grey_frames_are_each_letterboxed(tmp_path
     cv2.imwrite(str(folder / "0.png"), np.full((32, 32), 50, np.uint8))        # grey, 1 channel
     cv2.imwrite(str(folder / "1.png"), np.full((16, 64, 3), 90, np.uint8))     # RGB, another size
     dataset = SequenceDataset([FrameRecord(folder / "1.png", np.array([[0, 0, 8, 8, 0]], np.float32))], (64, 64), 2)
-    sample, targets = dataset[0]
+    sample, targets, _ = dataset[0]
     assert round(float(frame_value(sample[:, 0, 32, 32]))) == 50
     assert round(float(frame_value(sample[:, 1, 32, 32]))) == 90
     assert round(float(frame_value(sample[:, 1, 0, 32]))) == 128  # padded rows of the wide frame
@@ -97,10 +97,10 @@ def test_augmentation_is_shared_by_all_frames_and_reproducible(tmp_path):
     records = [FrameRecord(tmp_path / "s/2.bmp", np.array([[2, 2, 10, 10, 0]], np.float32))] * 8
     dataset = SequenceDataset(records, (32, 32), 3, augment=RELEASE_AUGMENT, seed=5)
     samples = [dataset[i] for i in range(8)]
-    for sample, _ in samples:
+    for sample, _, _ in samples:
         np.testing.assert_array_equal(sample[:, 0], sample[:, 2])
-    assert len({float(s[0, 0, 0, 0]) for s, _ in samples}) > 1  # jitter differs between samples
-    assert {float(t[0, 0]) for _, t in samples} == {6.0, 26.0}  # some flipped, some not
+    assert len({float(s[0, 0, 0, 0]) for s, _, _ in samples}) > 1  # jitter differs between samples
+    assert {float(t[0, 0]) for _, t, _ in samples} == {6.0, 26.0}  # some flipped, some not
     again = SequenceDataset(records, (32, 32), 3, augment=RELEASE_AUGMENT, seed=5)
     np.testing.assert_array_equal(again[3][0], samples[3][0])
     again.set_epoch(1)
@@ -119,7 +119,7 @@ def test_loader_with_workers_matches_the_main_process(tmp_path):
     serial = list(DataLoader(dataset, batch_size=4, collate_fn=sequence_collate))
     parallel = list(DataLoader(dataset, batch_size=4, collate_fn=sequence_collate, num_workers=2))
     assert serial[0][0].shape == (4, 3, 5, 64, 64) and len(serial[0][1]) == 4
-    for (a_images, a_targets), (b_images, b_targets) in zip(serial, parallel):
+    for (a_images, a_targets, _), (b_images, b_targets, _) in zip(serial, parallel):
         assert torch.equal(a_images, b_images)
         assert all(torch.equal(a, b) for a, b in zip(a_targets, b_targets))
 
@@ -132,7 +132,7 @@ def test_real_daub_frames_and_boxes(daub_real, size):
     assert len(dataset) == 200
     scale = size / 256
     for index in (0, 3, 150):
-        sample, targets = dataset[index]
+        sample, targets, _ = dataset[index]
         record = gt.records[index]
         x1, y1, x2, y2, _ = record.boxes[0]
         np.testing.assert_allclose(targets[0], [(x1 + x2) / 2 * scale, (y1 + y2) / 2 * scale,
@@ -143,7 +143,7 @@ def test_real_daub_frames_and_boxes(daub_real, size):
         # The aircraft is brighter than the frame around it.
         assert inside.max() > np.median(key) + 0.1
     # The first window of a clip repeats frame 0; later windows show the motion of the sequence.
-    sample, _ = dataset[0]
+    sample, _, _ = dataset[0]
     assert np.array_equal(sample[:, 0], sample[:, 4])
-    sample, _ = dataset[50]
+    sample, _, _ = dataset[50]
     assert not np.array_equal(sample[:, 0], sample[:, 4])

@@ -26,6 +26,9 @@ class FrameRecord:
     path: Path
     boxes: np.ndarray
     image_id: int | None = None
+    # (height, width) the annotation file declares for the frame, checked when the frame is first read.
+    size: tuple[int, int] | None = None
+    source: str | None = None
 
 
 @dataclass
@@ -153,9 +156,16 @@ def read_coco(json_path: str | os.PathLike, root: str | os.PathLike | None = Non
         boxes_of.setdefault(image_id, []).append([x1, y1, x1 + int(w), y1 + int(h), class_of[category_id]])
 
     records, unannotated = [], []
+    first_id: dict[str, int] = {}
     for image_id, image in images.items():
+        key = os.path.normpath(image["file_name"])
+        if key in first_id:
+            raise SSTNetError(f"{json_path}: images {first_id[key]} and {image_id} have the same file_name "
+                              f"{image['file_name']!r}; each frame must be listed once")
+        first_id[key] = image_id
         boxes = np.array(boxes_of[image_id], dtype=np.float32) if image_id in boxes_of else empty_boxes()
-        record = FrameRecord(_resolve(image["file_name"], root), boxes, image_id)
+        size = (int(image["height"]), int(image["width"]))
+        record = FrameRecord(_resolve(image["file_name"], root), boxes, image_id, size, f"{name}: image {image_id}")
         (records if len(boxes) else unannotated).append(record)
     return CocoGroundTruth(records, category_ids, unannotated, data)
 

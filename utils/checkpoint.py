@@ -1,8 +1,9 @@
 """Weights and resume checkpoints on disk, always written atomically.
 
 Weights files (``last_epoch_weights.pth``, ``best_epoch_weights.pth``, ``epNNN-...pth``) are plain state dicts
-that the authors' code loads as they are; beside each, ``<weights>.json`` says what model they hold. The resume checkpoint holds everything needed to continue a run
-exactly; the previous one is kept as ``*.prev.pth`` until the new one is complete.
+that the authors' code loads as they are; beside each, ``<weights>.json`` says what model they hold. The resume
+checkpoint holds everything needed to continue a run exactly; the previous one is kept as ``*.prev.pth`` until
+the new one is complete.
 """
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ def check_number(flag: str, value: float | None, low: float = -math.inf, high: f
                or (high_open and value == high))
     if outside:
         if math.isfinite(high):
-            rule = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            rule = f"lie in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         else:
-            rule = f"{'>' if low_open else '>='} {low:g}"
-        raise SSTNetError(f"{flag} {value}: must be a finite number {rule}")
+            rule = f"be {'greater than' if low_open else 'at least'} {low:g}"
+        raise SSTNetError(f"{flag} {value}: must {rule}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from .annotations import FrameRecord, read_coco, read_index
 from .boxes import xyxy_to_cxcywh
 from .errors import SSTNetError
-from .images import read_frame
+from .images import decode_frame
 from .augment import AugmentConfig, augment_sample
 from .preprocess import Letterbox, clip_boxes, normalize
 from .sequence import SequenceFolders
@@ -62,18 +62,25 @@ class SequenceDataset(Dataset):
         """Select the augmentation draws of ``epoch`` (workers are re-created each epoch and copy this)."""
         self.epoch = epoch
 
-    def load_window(self, index: int) -> tuple[list[np.ndarray], list[Letterbox]]:
-        """Letterboxed uint8 frames of sample ``index`` (oldest first) and the letterbox of each."""
-        frames, letterboxes = [], []
+    def load_window(self, index: int) -> tuple[list[np.ndarray], list[Letterbox], tuple[str, ...]]:
+        """Letterboxed uint8 frames of sample ``index`` (oldest first), the letterbox of each, and the frames that
+        had non-finite pixels. The key frame must have the size its annotation declares."""
+        record = self.records[index]
+        frames, letterboxes, nonfinite = [], [], []
         for path in self.windows[index]:
-            image = read_frame(path)
-            letterbox = Letterbox.fit(image.shape[:2], self.input_shape)
-            frames.append(letterbox.apply(image))
+            is_key = path == self.windows[index][-1]
+            decoded = decode_frame(path, record.size if is_key else None, record.source)
+            letterbox = Letterbox.fit(decoded.image.shape[:2], self.input_shape, source=str(path))
+            frames.append(letterbox.apply(decoded.image))
             letterboxes.append(letterbox)
-        return frames, letterboxes
+            if decoded.nonfinite_pixels:
+                nonfinite.append(str(path))
+        return frames, letterboxes, tuple(nonfinite)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, torch.Tensor]:
-        frames, letterboxes = self.load_window(index)
+    def __getitem__(self, index: int) -> tuple[np.ndarray, torch.Tensor, tuple[str, ...]]:
+        """The 3×T×H×W input, the key frame's n×5 targets, and the frames with non-finite pixels (see
+        :meth:`load_window`)."""
+        frames, letterboxes, nonfinite = self.load_window(index)
         boxes = letterboxes[-1].map_boxes(self.records[index].boxes)
         if self.augment is not None:
             rng = np.random.default_rng((self.seed, self.epoch, index))
@@ -82,13 +89,22 @@ class SequenceDataset(Dataset):
         sample = np.stack([normalize(frame) for frame in frames], axis=1)
         targets = torch.from_numpy(boxes)
         targets[:, :4] = xyxy_to_cxcywh(targets[:, :4])
-        return sample, targets
+        return sample, targets, nonfinite
 
 
-def sequence_collate(batch: Sequence[tuple[np.ndarray, torch.Tensor]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Stack samples into B×3×T×H×W and keep the per-sample n×5 targets as a list."""
-    images = torch.from_numpy(np.stack([sample for sample, _ in batch]))
-    return images, [targets for _, targets in batch]
+class Batch(NamedTuple):
+    """B×3×T×H×W inputs, the per-sample n×5 targets, and the frames of the batch that had non-finite pixels."""
+
+    images: torch.Tensor
+    targets: list[torch.Tensor]
+    nonfinite: tuple[str, ...]
+
+
+def sequence_collate(samples: Sequence[tuple[np.ndarray, torch.Tensor, tuple[str, ...]]]) -> Batch:
+    """Stack samples into a :class:`Batch`."""
+    images = torch.from_numpy(np.stack([sample for sample, _, _ in samples]))
+    return Batch(images, [targets for _, targets, _ in samples],
+                 tuple(path for _, _, paths in samples for path in paths))
 
 
 def worker_ignores_interrupts(worker_id: int) -> None:

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from .errors import SSTNetError
+from .errors import SSTNetError, no_space_error
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -23,6 +23,22 @@ def ensure_dir(path: str | os.PathLike) -> Path:
         raise SSTNetError(f"cannot create folder {path}: {exc.strerror or exc}") from exc
     if not os.access(path, os.W_OK):
         raise SSTNetError(f"folder {path} is not writable")
+    return path
+
+
+def check_output(path: str | os.PathLike, flag: str, folder: bool = False) -> Path:
+    """Check, before any work, that ``path`` can receive the output of ``flag``: a folder (``folder``) or a file
+    whose folder exists or can be created, writable, and not the other kind of thing already."""
+    path = Path(path)
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise SSTNetError(f"{flag} {path}: is a file, expected a folder for the outputs")
+        return ensure_dir(path)
+    if path.is_dir():
+        raise SSTNetError(f"{flag} {path}: is a folder, expected a file name")
+    ensure_dir(path.parent if str(path.parent) else ".")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise SSTNetError(f"{flag} {path}: exists and is not writable")
     return path
 
 
@@ -43,8 +59,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        full = no_space_error(exc, path.parent)
+        if full is not None:
+            raise full from exc
         raise
 
 

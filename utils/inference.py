@@ -9,6 +9,7 @@ Frames are decoded and letterboxed once each, in DataLoader workers, whatever th
 from __future__ import annotations
 
 import os
+import sys
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from .boxes import decode_outputs, non_max_suppression
 from .device import autocast
 from .errors import SSTNetError
 from .model_spec import ModelSpec
-from .images import IMAGE_SUFFIXES, read_frame
+from .images import IMAGE_SUFFIXES, NonFiniteFrames, decode_frame
 from .dataloader import worker_ignores_interrupts
 from .preprocess import preprocess_frame
 from .sequence import SequenceFolders, frame_number, window_numbers
@@ -45,6 +46,9 @@ class FrameRef:
     path: Path | None = None
     window: tuple[int, ...] | None = None
     image_id: int | None = None
+    # (height, width) an annotation file declares for the frame, and which entry declares it.
+    size: tuple[int, int] | None = None
+    declared_by: str | None = None
 
     @property
     def is_key(self) -> bool:
@@ -59,6 +63,7 @@ class FrameBatch:
     refs: list[FrameRef]
     shapes: list[tuple[int, int]]
     originals: list[np.ndarray | None] = field(default_factory=list)
+    nonfinite: list[str] = field(default_factory=list)  # frames whose NaN/infinite pixels were mapped to 0
 
 
 @dataclass
@@ -100,7 +105,9 @@ def plan_sequence_walk(records: Sequence[FrameRecord], num_frame: int,
         for number in needed:
             record = keys.get((sequence, number))
             plan.append(FrameRef(sequence, number, paths[(sequence, number)], key_windows.get(number),
-                                 record.image_id if record is not None else None))
+                                 record.image_id if record is not None else None,
+                                 record.size if record is not None else None,
+                                 record.source if record is not None else None))
     return plan
 
 
@@ -133,10 +140,12 @@ class FrameDataset(Dataset):
     def __len__(self) -> int:
         return len(self.plan)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, int, tuple[int, int], np.ndarray | None]:
-        image = read_frame(self.plan[index].path)
-        data, _ = preprocess_frame(image, self.input_shape)
-        return data, index, image.shape[:2], image if self.keep_original else None
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int, tuple[int, int], np.ndarray | None, bool]:
+        ref = self.plan[index]
+        decoded = decode_frame(ref.path, ref.size, ref.declared_by)
+        data, _ = preprocess_frame(decoded.image, self.input_shape, str(ref.path))
+        return (data, index, decoded.image.shape[:2], decoded.image if self.keep_original else None,
+                decoded.nonfinite_pixels > 0)
 
 
 def frame_batches(plan: Sequence[FrameRef], input_shape: tuple[int, int], batch_size: int, workers: int,
@@ -146,7 +155,8 @@ def frame_batches(plan: Sequence[FrameRef], input_shape: tuple[int, int], batch_
                         num_workers=workers, collate_fn=list, worker_init_fn=worker_ignores_interrupts)
     for items in loader:
         yield FrameBatch(torch.from_numpy(np.stack([item[0] for item in items])),
-                         [plan[item[1]] for item in items], [item[2] for item in items], [item[3] for item in items])
+                         [plan[item[1]] for item in items], [item[2] for item in items], [item[3] for item in items],
+                         [str(plan[item[1]].path) for item in items if item[4]])
 
 
 def video_frame_count(path: str | os.PathLike) -> int:
@@ -170,7 +180,7 @@ def video_batches(path: str | os.PathLike, input_shape: tuple[int, int], batch_s
             ok, frame = capture.read()
             if ok:
                 image = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                data, _ = preprocess_frame(image, input_shape)
+                data, _ = preprocess_frame(image, input_shape, f"{name} frame {number}")
                 ref = FrameRef(name, number, window=tuple(window_numbers(number, 0, num_frame)))
                 pending.append((data, ref, image))
                 number += 1
@@ -262,12 +272,16 @@ def detect_batches(model: torch.nn.Module, batches: Iterable[FrameBatch], settin
     """Run the engine over ``batches`` (``total`` frames, for the progress bar); yield each key frame's output
     and its detections (rows as :func:`postprocess` returns them)."""
     detector = SequenceDetector(model, settings.num_frame, settings.mode, settings.amp_dtype)
+    nonfinite = NonFiniteFrames()
     with tqdm(total=total, desc=desc, unit="frame", disable=not progress, dynamic_ncols=True) as bar:
         for batch in batches:
+            nonfinite.add(batch.nonfinite)
             outputs = detector.process(batch)
             bar.update(len(batch.refs))
             if outputs:
                 yield from zip(outputs, postprocess(outputs, settings))
+    if nonfinite.message():
+        tqdm.write(nonfinite.message(), file=sys.stderr)
 
 
 def detect_plan(model: torch.nn.Module, plan: Sequence[FrameRef], settings: DetectSettings, progress: bool = True,

@@ -9,6 +9,7 @@ import argparse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from utils.cli import check_number
 from utils.errors import SSTNetError
 from utils.model_spec import ENGINE_CHOICES, ModelSpec, add_model_arguments, resolve_spec
 
@@ -51,13 +52,10 @@ class Detector:
 
 def check_detector_arguments(args: argparse.Namespace) -> None:
     """Range checks of the engine options, before anything slow."""
-    if args.batch_size < 1:
-        raise SSTNetError(f"--batch-size {args.batch_size}: must be at least 1")
-    if args.workers < 0:
-        raise SSTNetError(f"--workers {args.workers}: must be at least 0")
-    for flag, value in (("--conf", args.conf), ("--nms", args.nms)):
-        if not 0.0 <= value <= 1.0:  # NaN fails this too
-            raise SSTNetError(f"{flag} {value}: must lie in [0, 1]")
+    check_number("--batch-size", args.batch_size, 1)
+    check_number("--workers", args.workers, 0)
+    check_number("--conf", args.conf, 0, 1)
+    check_number("--nms", args.nms, 0, 1)
 
 
 def load_detector(args: argparse.Namespace, num_classes: int | None = None, source: str = "--weights") -> Detector:
@@ -68,6 +66,7 @@ def load_detector(args: argparse.Namespace, num_classes: int | None = None, sour
     from nets.weights import read_trained_weights
     from utils.device import apply_threads, check_amp, select_device
     from utils.inference import DetectSettings, build_model
+    from utils.memory import check_memory
 
     check_detector_arguments(args)
     trained, state = read_trained_weights(args.weights)
@@ -78,6 +77,8 @@ def load_detector(args: argparse.Namespace, num_classes: int | None = None, sour
     apply_threads(spec.threads, args.workers)
     device = select_device(spec.device)
     amp_dtype = check_amp(spec.amp, device)
+    check_memory(spec, args.batch_size, False, device, trained.num_classes,
+                 frames_at_once=spec.num_frame if args.engine == "window" else 1)
     model = build_model(spec, trained.num_classes, state, device, str(args.weights))
     settings = DetectSettings(spec.input_shape, spec.num_frame, args.conf, args.nms, args.engine, args.batch_size,
                               args.workers, amp_dtype)

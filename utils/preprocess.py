@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from .errors import SSTNetError
+
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -22,11 +24,16 @@ class Letterbox:
     offset_yx: tuple[int, int]
 
     @classmethod
-    def fit(cls, image_hw: tuple[int, int], input_hw: tuple[int, int]) -> "Letterbox":
-        """Scale by min(S_h/h, S_w/w), truncate the new size to integers and centre it, as the release does."""
+    def fit(cls, image_hw: tuple[int, int], input_hw: tuple[int, int], source: str = "frame") -> "Letterbox":
+        """Scale by min(S_h/h, S_w/w), truncate the new size to integers and centre it, as the release does.
+
+        A frame so elongated that one side would shrink to no pixel at all is an error naming ``source``."""
         (h, w), (input_h, input_w) = image_hw, input_hw
         scale = min(input_w / w, input_h / h)
         new_h, new_w = int(h * scale), int(w * scale)
+        if new_h < 1 or new_w < 1:
+            raise SSTNetError(f"{source}: a {w}x{h} px frame letterboxes to {new_w}x{new_h} px at input "
+                              f"{input_w}x{input_h}; such an elongated frame cannot be used")
         return cls((h, w), (input_h, input_w), (new_h, new_w), ((input_h - new_h) // 2, (input_w - new_w) // 2))
 
     def apply(self, image: np.ndarray) -> np.ndarray:
@@ -64,7 +71,8 @@ def normalize(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(data.transpose(2, 0, 1))
 
 
-def preprocess_frame(image: np.ndarray, input_hw: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
+def preprocess_frame(image: np.ndarray, input_hw: tuple[int, int],
+                     source: str = "frame") -> tuple[np.ndarray, Letterbox]:
     """Letterbox and normalise one RGB frame; returns the 3×H×W input and the letterbox used."""
-    letterbox = Letterbox.fit(image.shape[:2], input_hw)
+    letterbox = Letterbox.fit(image.shape[:2], input_hw, source)
     return normalize(letterbox.apply(image)), letterbox

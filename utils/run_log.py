@@ -23,10 +23,16 @@ class RunLogger:
             from torch.utils.tensorboard import SummaryWriter  # imported lazily: it is slow to import
             self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
-    def log_epoch(self, row: dict) -> None:
-        """Record one epoch (missing metrics are NaN), then refresh results.csv, loss.png and map.png."""
+    def add(self, row: dict) -> dict:
+        """Record one epoch (missing metrics are NaN) in memory; :meth:`write` puts it on disk."""
         row = {column: row.get(column, math.nan) for column in COLUMNS}
         self.rows.append(row)
+        return row
+
+    def write(self) -> None:
+        """Bring TensorBoard, results.csv, loss.png and map.png up to the rows recorded so far (called after the
+        epoch's weights and checkpoint are on disk, so results.csv never lists an epoch without a checkpoint)."""
+        row = self.rows[-1]
         if self.writer is not None:
             for column in COLUMNS[1:]:
                 if not math.isnan(row[column]):

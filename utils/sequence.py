@@ -21,28 +21,35 @@ def window_numbers(key_number: int, first_number: int, num_frame: int) -> list[i
 
 
 class SequenceFolders:
-    """Knows which frames each sequence folder holds (scanned once per folder) and builds sample windows."""
+    """Knows which frames each sequence folder holds (scanned once per folder) and builds sample windows.
+
+    Frames are found by their integer index whatever the spelling of their names (``7.bmp`` or zero-padded
+    ``00007.bmp``), and a window keeps each frame's real path.
+    """
 
     def __init__(self) -> None:
-        self._numbers: dict[tuple[Path, str], frozenset[int]] = {}
+        self._frames: dict[tuple[Path, str], dict[int, Path]] = {}
 
-    def frame_numbers(self, folder: Path, suffix: str) -> frozenset[int]:
-        """Integer indices of the frames with ``suffix`` in ``folder``."""
+    def frame_paths(self, folder: Path, suffix: str) -> dict[int, Path]:
+        """The frames with ``suffix`` in ``folder``, by integer index."""
         key = (folder, suffix.lower())
-        if key not in self._numbers:
+        if key not in self._frames:
             try:
                 names = os.listdir(folder)
             except FileNotFoundError:
                 raise SSTNetError(f"{folder}: sequence folder not found") from None
             except NotADirectoryError:
                 raise SSTNetError(f"{folder}: expected a sequence folder") from None
-            numbers = set()
-            for name in names:
+            frames: dict[int, Path] = {}
+            for name in sorted(names):
                 stem, ext = os.path.splitext(name)
                 if ext.lower() == key[1] and stem.isdigit():
-                    numbers.add(int(stem))
-            self._numbers[key] = frozenset(numbers)
-        return self._numbers[key]
+                    number = int(stem)
+                    if number in frames:
+                        raise SSTNetError(f"{folder}: {frames[number].name} and {name} are both frame {number}")
+                    frames[number] = folder / name
+            self._frames[key] = frames
+        return self._frames[key]
 
     def window(self, key_frame: Path, num_frame: int) -> list[Path]:
         """The ``num_frame`` paths ending at ``key_frame``, oldest first (key frame last).
@@ -51,12 +58,15 @@ class SequenceFolders:
         start of a sequence repeats its first frame. Frames use the key frame's extension.
         """
         key_number = frame_number(key_frame)
-        present = self.frame_numbers(key_frame.parent, key_frame.suffix)
+        present = self.frame_paths(key_frame.parent, key_frame.suffix)
         if key_number not in present:
             raise SSTNetError(f"{key_frame}: key frame not found")
         numbers = window_numbers(key_number, min(present), num_frame)
         for number in numbers:
             if number not in present:
-                missing = key_frame.with_name(f"{number}{key_frame.suffix}")
+                # Named as the key frame spells its index (zero-padded or not).
+                padded = key_frame.stem.startswith("0") and len(key_frame.stem) > 1
+                missing = key_frame.with_name(f"{number:0{len(key_frame.stem) if padded else 1}d}{key_frame.suffix}")
                 raise SSTNetError(f"{missing}: frame not found, needed by the {num_frame}-frame window of {key_frame}")
-        return [key_frame.with_name(f"{number}{key_frame.suffix}") for number in numbers]
+        # The key frame keeps the spelling it was given (the annotation's path); history frames their names on disk.
+        return [present[number] for number in numbers[:-1]] + [key_frame]

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import SSTNetError
-from .cli import given_flags, make_parser
+from .cli import check_number, given_flags, make_parser
 from .model_spec import add_model_arguments
 
 if TYPE_CHECKING:
@@ -45,8 +44,8 @@ def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
                          "(spec §8); without --data-root the bundled synthetic dataset is used.")
     data = parser.add_argument_group("data")
     data.add_argument("--data-root", type=Path, default=None,
-                      help=f"dataset folder in {defaults.name} layout (default: {defaults.synthetic_root.relative_to(REPO_ROOT)}, "
-                           "generated on first use)")
+                      help=f"dataset folder in {defaults.name} layout (default: "
+                           f"{defaults.synthetic_root.relative_to(REPO_ROOT)}, generated on first use)")
     data.add_argument("--train-ann", default="annotations/instances_train2017.json",
                       help="training COCO json, relative to --data-root unless absolute")
     data.add_argument("--val-ann", default="annotations/instances_test2017.json",
@@ -101,13 +100,15 @@ def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
     optim.add_argument("--min-lr-ratio", type=float, default=0.01, help="final learning rate as a fraction of --lr")
     optim.add_argument("--scale-lr", action=argparse.BooleanOptionalAction, default=True,
                        help="scale --lr by batch/64 and clip to the release's bounds")
-    optim.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"), help="optimizer (SGD with Nesterov momentum, or Adam)")
+    optim.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"),
+                       help="optimizer (SGD with Nesterov momentum, or Adam)")
     optim.add_argument("--momentum", type=float, default=0.937, help="SGD momentum / Adam beta1")
     optim.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay on conv/linear weights")
     optim.add_argument("--train-all-params", action="store_true",
                        help="also train the parameters the release leaves out of its optimizer (the neck's frame "
                             "weights, the attention input projections)")
-    optim.add_argument("--seed", type=int, default=2023, help="seed of every random draw (weights, epoch subsets, augmentation)")
+    optim.add_argument("--seed", type=int, default=2023,
+                       help="seed of every random draw (weights, epoch subsets, augmentation)")
 
     run = parser.add_argument_group("run")
     run.add_argument("--channels-last", action="store_true", help="channels-last memory format (GPU speed-up)")
@@ -127,16 +128,21 @@ def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Reject values argparse cannot, with the flag named."""
+    """Reject values argparse cannot (out of range, NaN, infinite), with the flag named."""
     for flag, value, minimum in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
                                  ("--save-period", args.save_period, 1), ("--eval-period", args.eval_period, 0),
-                                 ("--workers", args.workers, 0)):
-        if value < minimum:
-            raise SSTNetError(f"{flag} {value}: must be at least {minimum}")
-    if args.lr <= 0 or not 0 < args.min_lr_ratio <= 1:
-        raise SSTNetError("--lr must be positive and --min-lr-ratio in (0, 1]")
-    if not 0 <= args.prior_prob < 1:
-        raise SSTNetError(f"--prior-prob {args.prior_prob}: must be in [0, 1)")
+                                 ("--workers", args.workers, 0), ("--seed", args.seed, 0)):
+        check_number(flag, value, minimum)
+    check_number("--num-classes", args.num_classes, 1)
+    check_number("--lr", args.lr, 0, low_open=True)
+    check_number("--min-lr-ratio", args.min_lr_ratio, 0, 1, low_open=True)
+    check_number("--momentum", args.momentum, 0, 1, high_open=True)
+    check_number("--weight-decay", args.weight_decay, 0)
+    check_number("--epoch-fraction", args.epoch_fraction, 0, 1, low_open=True)
+    check_number("--val-fraction", args.val_fraction, 0, 1, low_open=True)
+    check_number("--prior-prob", args.prior_prob, 0, 1, high_open=True)
+    check_number("--eval-conf", args.eval_conf, 0, 1)
+    check_number("--eval-nms", args.eval_nms, 0, 1)
 
 
 def augment_config(args: argparse.Namespace) -> "AugmentConfig":

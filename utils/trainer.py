@@ -23,6 +23,7 @@ from nets.weights import read_trained_weights
 from nets.training import ModelEMA, build_optimizer, init_weights, lr_at_epoch, scaled_lrs, set_optimizer_lr
 
 from .annotations import CocoGroundTruth, FrameRecord, read_coco, read_index, records_to_coco
+from .run_lock import RunFolderLock
 from .run_log import RunLogger
 from .checkpoint import RESUME_NAME, load_resume, save_resume, save_weights
 from .dataloader import SequenceDataset, resolve_dataset_root, sequence_collate, worker_ignores_interrupts
@@ -32,14 +33,18 @@ from .distributed import (EpochSubsetSampler, all_reduce_sum, barrier, cleanup, 
 from .errors import SSTNetError
 from .evaluation import evaluate
 from .fileio import ensure_dir, write_json
+from .images import NonFiniteFrames
 from .inference import DetectSettings
+from .memory import check_memory
 from .model_spec import ModelSpec, resolve_spec, sidecar_record
 from .provenance import project_commit
 from .train_cli import augment_config
 
-# Flags that a resumed run takes from its command line when written there; everything else comes from the
-# checkpoint, so the run continues exactly as it started.
-RESUME_OVERRIDES = ("device", "threads", "workers", "debug", "epochs", "eval_period", "save_period")
+# Flags a resumed run takes from its command line when written there: where and how fast it runs, how long, what
+# it records, and where its data now lives. Everything else comes from the checkpoint, so the run continues exactly
+# as it started, and writing another value on the command line is refused.
+RESUME_OVERRIDES = ("device", "amp", "threads", "workers", "debug", "epochs", "eval_period", "save_period",
+                    "save_dir", "exist_ok", "data_root")
 
 
 class TrainingDiverged(SSTNetError):
@@ -173,6 +178,9 @@ class Trainer:
         apply_threads(self.spec.threads, args.workers)
         device = select_device(self.spec.device)
         self.dist = init_distributed(device)
+        self.run_dir = Path(args.save_dir)
+        # Before anything reads or writes the run folder: a second process on it stops here.
+        self.lock = RunFolderLock(ensure_dir(self.run_dir)).acquire() if self.dist.is_main else None
         self.device = process_device(device, self.dist)
         self.amp_dtype = check_amp(self.spec.amp, self.device)
         self.input_shape = self.spec.input_shape
@@ -191,6 +199,7 @@ class Trainer:
                                          augment=augment_config(args), seed=args.seed, source="training set")
         self.val_set = SequenceDataset(self.val_gt.records, self.input_shape, args.num_frame, source="validation set")
 
+        check_memory(self.spec, args.batch_size // self.dist.world_size, True, self.device, note=self.log)
         self.model = self._build_model()
         self.loss_fn = YOLOLoss(self.num_classes, strides=(8,))
         self.lr, self.min_lr = scaled_lrs(args.lr, args.lr * args.min_lr_ratio, args.batch_size, args.optimizer) \
@@ -207,22 +216,35 @@ class Trainer:
                                               shuffle=False, info=self.dist, name="validation set")
         self.start_epoch = 0
         self.best = BestRecord("mAP50" if args.eval_period > 0 else "val_loss")
-        self.run_dir = Path(args.save_dir)
         rows = []
         if self.resume_state is not None:
             rows = self._load_resume_state(self.resume_state)
         elif self.dist.is_main:
             self._check_run_dir()
-        self.logger = RunLogger(ensure_dir(self.run_dir), rows) if self.dist.is_main else None
+        self.logger = RunLogger(self.run_dir, rows) if self.dist.is_main else None
         self.stop = StopRequest(self.log)
+        self.nonfinite = NonFiniteFrames()
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
     def _restore_args(args: argparse.Namespace, saved: dict) -> argparse.Namespace:
-        restored = argparse.Namespace(**saved)
+        """The run's own arguments from its checkpoint, with the flags a resume may change taken from the command
+        line. The run writes into the folder holding the checkpoint (or ``--save-dir`` when written), never into
+        the folder recorded in the checkpoint: a copied run must not write into its original."""
+        given = set(getattr(args, "given", ())) - {"resume"}
+        fixed = sorted(given - set(RESUME_OVERRIDES))
+        if fixed:
+            described = ", ".join(f"--{name.replace('_', '-')} (the run's: {saved.get(name)})" for name in fixed)
+            raise SSTNetError(f"--resume {args.resume}: {described} cannot change when resuming; leave "
+                              f"{'them' if len(fixed) > 1 else 'it'} out, or start a new run from the weights with "
+                              "--pretrained")
+        # Flags added since the checkpoint was written keep their defaults.
+        restored = argparse.Namespace(**{**vars(args), **saved})
         restored.resume = args.resume
-        for name in set(RESUME_OVERRIDES) & set(getattr(args, "given", ())):
+        restored.save_dir = str(Path(args.resume).parent)
+        for name in given:
             setattr(restored, name, getattr(args, name))
+        restored.given = sorted(given)
         return restored
 
     def _resolve_model_flags(self, args: argparse.Namespace) -> None:
@@ -265,8 +287,11 @@ class Trainer:
 
     def _check_run_dir(self) -> None:
         if (self.run_dir / "results.csv").exists() and not self.args.exist_ok:
+            checkpoint = self.run_dir / RESUME_NAME
+            resume = (f"continue it with --resume {checkpoint}" if checkpoint.exists() else
+                      "it holds no checkpoint to resume")
             raise SSTNetError(f"--save-dir {self.run_dir}: already holds a run (results.csv); choose another folder, "
-                              f"continue it with --resume {self.run_dir / RESUME_NAME}, or pass --exist-ok")
+                              f"{resume}, or pass --exist-ok to overwrite it")
 
     def _load_resume_state(self, state: dict) -> list[dict]:
         self.model.load_state_dict(state["model"])
@@ -275,6 +300,8 @@ class Trainer:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.start_epoch = int(state["epoch"])
+        if self.args.epochs < self.start_epoch:
+            raise SSTNetError(f"--epochs {self.args.epochs}: the run already completed {self.start_epoch} epochs")
         self.best = BestRecord(**state["best"])
         set_rng_state(state["rng"])
         self.log(f"resumed {self.args.resume} after epoch {self.start_epoch}")
@@ -305,8 +332,9 @@ class Trainer:
         totals = torch.zeros(3, dtype=torch.float64)
         bar = tqdm(loader, desc=f"Epoch {epoch + 1}/{self.args.epochs}", disable=not self.dist.is_main,
                    dynamic_ncols=True, unit="step")
-        for step, (images, targets) in enumerate(bar):
-            images, targets = self._to_device(images, targets)
+        for step, batch in enumerate(bar):
+            self.nonfinite.add(batch.nonfinite)
+            images, targets = self._to_device(batch.images, batch.targets)
             self.optimizer.zero_grad(set_to_none=True)
             with autocast(self.device, self.amp_dtype):
                 outputs, motion_loss = self.train_model(images)
@@ -339,9 +367,10 @@ class Trainer:
         model.eval()
         totals = torch.zeros(2, dtype=torch.float64)
         loader = self.loader(self.val_set, self.val_sampler)
-        for images, targets in tqdm(loader, desc="  val loss", disable=not self.dist.is_main, dynamic_ncols=True,
-                                    unit="step", leave=False):
-            images, targets = self._to_device(images, targets)
+        for batch in tqdm(loader, desc="  val loss", disable=not self.dist.is_main, dynamic_ncols=True,
+                          unit="step", leave=False):
+            self.nonfinite.add(batch.nonfinite)
+            images, targets = self._to_device(batch.images, batch.targets)
             with autocast(self.device, self.amp_dtype):
                 outputs = model(images)
             totals += torch.tensor([self.loss_fn([output.float() for output in outputs], targets).item(), 1.0],
@@ -415,8 +444,10 @@ class Trainer:
                                                                        or epoch + 1 == args.epochs):
                         row.update(self.evaluate())
                     if self.dist.is_main:
-                        self.logger.log_epoch(row)
-                        self.save(epoch, self.logger.rows[-1])
+                        # Weights and checkpoint first, results after: results.csv never lists an epoch that has
+                        # no checkpoint, whenever the run stops.
+                        self.save(epoch, self.logger.add(row))
+                        self.logger.write()
                         self.log(f"epoch {epoch + 1}: loss {loss:.4f} (motion {motion:.4f}), val loss {val_loss:.4f}, "
                                  f"{time.time() - started:.0f} s")
                     barrier(self.dist)
@@ -427,7 +458,11 @@ class Trainer:
             self.log(f"interrupted during epoch {epoch + 1}; {where}")
             raise
         finally:
+            if self.nonfinite.message():
+                self.log(self.nonfinite.message())
             if self.logger is not None:
                 self.logger.close()
+            if self.lock is not None:
+                self.lock.release()
             cleanup(self.dist)
         return self.best

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import SSTNetError
+from .errors import SSTNetError, no_space_error
 from .fileio import atomic_path
 
 GT_COLOUR = (0, 255, 0)
@@ -119,3 +119,7 @@ def open_video(path: str | os.PathLike, fps: float) -> Iterator[VideoWriter]:
             writer.release()
         if writer.frames == 0:
             raise SSTNetError(f"{path}: no frames to write")
+        # OpenCV's writer drops frames silently when the disk fills up; a full disk now means a truncated video.
+        full = no_space_error(RuntimeError("video writer"), path.parent if str(path.parent) else ".")
+        if full is not None:
+            raise full

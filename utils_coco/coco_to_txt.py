@@ -13,12 +13,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.annotations import dataset_root_of, format_index_line, read_coco  # noqa: E402
+from utils.cli import make_parser  # noqa: E402
 from utils.errors import SSTNetError, run_cli  # noqa: E402
 from utils.fileio import write_text  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--json", required=True, type=Path, help="COCO detection json (e.g. instances_train2017.json)")
     parser.add_argument("--root", type=Path, default=None,
                         help="dataset root that file_name entries are relative to "

@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from utils.cli import make_parser  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 from utils.synthetic import (LAYOUTS, SyntheticConfig, config_field_docs, config_from_mapping,  # noqa: E402
                              generate_dataset, save_preview)
@@ -59,7 +60,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser(__doc__)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help=f"dataset root to write (default: {DEFAULT_OUT}, relative to the current folder)")
     parser.add_argument("--preview", type=Path, default=None,
