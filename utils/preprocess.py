@@ -1,4 +1,8 @@
-"""Letterbox and normalisation: the one preprocessing used by training, evaluation and prediction (spec §1)."""
+"""Letterbox and normalisation: the one preprocessing used by training, evaluation and prediction (spec §1).
+
+Evaluation and prediction may instead stretch frames to the input without keeping their aspect ratio (the release's
+``letterbox_image=False``): a :class:`Letterbox` fitted with ``keep_ratio=False``, whose boxes map the same way.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,7 +18,10 @@ PAD_VALUE = 128
 
 @dataclass(frozen=True)
 class Letterbox:
-    """Where a frame of ``image_hw`` lands inside an input of ``input_hw``: resized to new_hw, pasted at (dy, dx)."""
+    """Where a frame of ``image_hw`` lands inside an input of ``input_hw``: resized to new_hw, pasted at (dy, dx).
+
+    A plain resize is the case new_hw = input_hw, offset (0, 0).
+    """
 
     image_hw: tuple[int, int]
     input_hw: tuple[int, int]
@@ -22,9 +29,12 @@ class Letterbox:
     offset_yx: tuple[int, int]
 
     @classmethod
-    def fit(cls, image_hw: tuple[int, int], input_hw: tuple[int, int]) -> "Letterbox":
-        """Scale by min(S_h/h, S_w/w), truncate the new size to integers and centre it, as the release does."""
+    def fit(cls, image_hw: tuple[int, int], input_hw: tuple[int, int], keep_ratio: bool = True) -> "Letterbox":
+        """Scale by min(S_h/h, S_w/w), truncate the new size to integers and centre it, as the release does.
+        ``keep_ratio=False``: stretch the frame over the whole input instead."""
         (h, w), (input_h, input_w) = image_hw, input_hw
+        if not keep_ratio:
+            return cls((h, w), (input_h, input_w), (input_h, input_w), (0, 0))
         scale = min(input_w / w, input_h / h)
         new_h, new_w = int(h * scale), int(w * scale)
         return cls((h, w), (input_h, input_w), (new_h, new_w), ((input_h - new_h) // 2, (input_w - new_w) // 2))
@@ -64,7 +74,9 @@ def normalize(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(data.transpose(2, 0, 1))
 
 
-def preprocess_frame(image: np.ndarray, input_hw: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
-    """Letterbox and normalise one RGB frame; returns the 3×H×W input and the letterbox used."""
-    letterbox = Letterbox.fit(image.shape[:2], input_hw)
+def preprocess_frame(image: np.ndarray, input_hw: tuple[int, int],
+                     keep_ratio: bool = True) -> tuple[np.ndarray, Letterbox]:
+    """Letterbox (``keep_ratio=False``: stretch) and normalise one RGB frame; returns the 3×H×W input and the
+    letterbox used."""
+    letterbox = Letterbox.fit(image.shape[:2], input_hw, keep_ratio)
     return normalize(letterbox.apply(image)), letterbox

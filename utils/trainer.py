@@ -4,13 +4,9 @@ from __future__ import annotations
 import argparse
 import math
 import random
-import signal
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -36,6 +32,7 @@ from .fileio import ensure_dir, write_json
 from .inference import DetectSettings
 from .model_spec import ModelSpec, resolve_spec, sidecar_record
 from .provenance import project_commit
+from .stopping import StopRequest
 from .train_cli import augment_config
 
 # Flags that a resumed run takes from its command line when written there; everything else comes from the
@@ -95,40 +92,6 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class StopRequest:
-    """SIGINT and SIGTERM ask training to stop at the next step boundary; a second signal stops at once.
-
-    A KeyboardInterrupt raised straight from the handler can land anywhere (inside tqdm's constructor, whose
-    half-built bar then prints a traceback), so the first signal only sets a flag that the loops check.
-    """
-
-    def __init__(self, log: Callable[[str], None]):
-        self.requested = False
-        self.log = log
-
-    def _handle(self, signum: int, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.log(f"{signal.Signals(signum).name}: stopping after this step (send it again to stop at once)")
-
-    def check(self) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-
-    @contextmanager
-    def installed(self) -> Iterator[StopRequest]:
-        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-            yield self
-            return
-        previous = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
 
 
 def load_split(args: argparse.Namespace, root: Path, split: str) -> CocoGroundTruth:
