@@ -1,23 +1,30 @@
 """Score SSTNet on a test split with COCO mAP50 / Precision / Recall / F1 exactly as the paper, plus Pd / Fa.
 
-Writes into --out-dir: detections.json (COCO results), metrics.json, pr_curve.txt (the authors' results format),
-pr_curve.png (with --compare: other methods' curves too) and f1_curve.png.
+Writes into --out-dir: detections.json (COCO results), metrics.json, summary.txt, pr_curve.txt (the authors' results
+format), pr_curve.png (with --compare: other methods' curves too) and f1_curve.png. With --detections instead of
+--weights, a saved COCO results file (another method's, or an earlier run's detections.json) is scored without a model,
+by exactly the same protocol.
 
-Example:
+Examples:
     python vid_map_coco.py --weights logs/best_epoch_weights.pth --data-root /data/DAUB
+    python vid_map_coco.py --detections other_method.json --data-root /data/DAUB
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-from utils.cli import check_number, make_parser
+from utils.cli import check_number, given_flags, make_parser
 from utils.errors import run_cli
-from utils.inference_cli import add_detector_arguments, check_detector_arguments, load_detector
+from utils.inference_cli import add_detector_arguments, load_detector
 from utils.train_cli import DAUB
 
 DEFAULT_ANN = "annotations/instances_test2017.json"
+# The options that only mean something when a model runs, refused with --detections.
+MODEL_RUN_OPTIONS = ("conf", "nms", "engine", "letterbox", "batch_size", "workers", "phi", "num_frame", "input_size",
+                     "lstm_hidden", "computation", "device", "amp", "threads")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dataset root (default: the bundled synthetic DAUB-layout dataset)")
     parser.add_argument("--ann", default=DEFAULT_ANN, help="COCO json to score, relative to --data-root unless absolute"
                                                            f" (default: {DEFAULT_ANN})")
-    add_detector_arguments(parser, conf=0.001, nms=0.65, engine_aliases=("--mode",))
+    add_detector_arguments(parser, conf=0.001, nms=0.65, engine_aliases=("--mode",), weights_required=False)
+    parser.add_argument("--detections", type=Path, default=None, metavar="FILE",
+                        help="score this COCO results file (a JSON list of {image_id, category_id, bbox, score}) "
+                             "instead of running a model (the release's map_mode 2): every figure, file and plot as "
+                             "with --weights; give --weights or --detections, not both")
     parser.add_argument("--out-dir", type=Path, default=Path("map_out"), help="output folder (default: map_out)")
     parser.add_argument("--all-frames", action="store_true",
                         help="also score frames without annotations (default: annotated frames only, as the paper)")
@@ -44,27 +55,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> None:
+    """Exactly one of --weights and --detections, and no model options with a results file; ranges."""
+    from utils.errors import SSTNetError
+    from utils.inference_cli import check_detector_arguments
+
+    if (args.weights is None) == (args.detections is None):
+        raise SSTNetError("--weights / --detections: give exactly one (the weights of a model to run, or a COCO "
+                          "results file to score)")
+    if args.detections is not None:
+        given = given_flags(parser, argv) & set(MODEL_RUN_OPTIONS)
+        if given:
+            flags = sorted(action.option_strings[0] for action in parser._actions if action.dest in given)
+            raise SSTNetError(f"{', '.join(flags)}: apply to a model run; --detections scores a results file as it is")
+    else:
+        check_detector_arguments(args)
+    check_number("--pd-conf", args.pd_conf, 0, 1)
+    check_number("--pd-radius", args.pd_radius, 0, low_open=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from utils.annotations import read_coco
     from utils.dataloader import resolve_dataset_root
-    from utils.evaluation import evaluate, per_sequence_scores, read_pr_curve, scored_records, write_eval_outputs
+    from utils.evaluation import (evaluate, per_sequence_scores, read_coco_results, read_pr_curve, score_detections,
+                                  scored_records, write_eval_outputs)
     from utils.fileio import check_output, write_json
     from utils.train_cli import ensure_synthetic_dataset
 
-    check_detector_arguments(args)
-    check_number("--pd-conf", args.pd_conf, 0, 1)
-    check_number("--pd-radius", args.pd_radius, 0, low_open=True)
+    check_arguments(parser, args, argv)
     for path in args.compare:
         read_pr_curve(path)  # fail before the long part
     check_output(args.out_dir, "--out-dir", folder=True)
     root = resolve_dataset_root(args.data_root if args.data_root is not None else ensure_synthetic_dataset(DAUB))
     ann = Path(args.ann)
-    ground_truth = read_coco(ann if ann.is_absolute() else root / ann, root)
-    detector = load_detector(args, len(ground_truth.category_ids))
+    ann_path = ann if ann.is_absolute() else root / ann
+    ground_truth = read_coco(ann_path, root)
     started = time.perf_counter()
-    result, detections = evaluate(detector.model, ground_truth, detector.settings, all_frames=args.all_frames,
-                                  pd_conf=args.pd_conf, pd_radius=args.pd_radius, progress=not args.quiet)
+    if args.detections is not None:
+        detections = read_coco_results(args.detections, ground_truth, ann_path.name)
+        image_ids = [record.image_id for record in scored_records(ground_truth, args.all_frames)]
+        result = score_detections(ground_truth, detections, image_ids, args.pd_conf, args.pd_radius)
+    else:
+        detector = load_detector(args, len(ground_truth.category_ids))
+        result, detections = evaluate(detector.model, ground_truth, detector.settings, all_frames=args.all_frames,
+                                      pd_conf=args.pd_conf, pd_radius=args.pd_radius, progress=not args.quiet)
     elapsed = time.perf_counter() - started
     write_eval_outputs(args.out_dir, result, detections, args.compare)
     print(result.summary)
@@ -77,8 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         for name, part in sequences.items():
             print(f"{name:<{width}}  {part.line()}")
     print(result.line())
-    print(f"{result.num_frames} frames, {len(detections)} detections, {elapsed:.1f} s "
-          f"({result.num_frames / max(elapsed, 1e-9):.1f} frames/s, {args.engine} engine); results in {args.out_dir}")
+    if args.detections is not None:
+        print(f"{result.num_frames} frames, {len(detections)} detections scored from {args.detections}; "
+              f"results in {args.out_dir}")
+    else:
+        print(f"{result.num_frames} frames, {len(detections)} detections, {elapsed:.1f} s "
+              f"({result.num_frames / max(elapsed, 1e-9):.1f} frames/s, {args.engine} engine); results in "
+              f"{args.out_dir}")
     return 0
 
 

@@ -3,12 +3,15 @@
 Modes:
   predict  one frame (its T-frame window is read from its folder) -> an annotated PNG
   dir      every frame of a sequence folder, in numeric order -> annotated PNGs in --out
-  video    a folder of frames or a video file -> an annotated .mp4 at the source's frame size
+  video    a folder of frames, a video file, a camera (its index, e.g. 0) or a stream URL (rtsp://, http://...)
+           -> an annotated .mp4 at the source's frame size; a camera or stream is read frame by frame as it arrives
+           until it ends or Ctrl-C / SIGTERM (the video written so far is kept), --show also displays it
   fps      frames/s of the streaming engine and of the released window computation on the source
 
 Examples:
   python vid_predict.py --weights logs/best_epoch_weights.pth --source /data/DAUB/images/test/data5/40.bmp
   python vid_predict.py --mode video --weights W.pth --source /data/DAUB/images/test/data5 --out data5.mp4
+  python vid_predict.py --mode video --weights W.pth --source 0 --show
 """
 from __future__ import annotations
 
@@ -17,10 +20,16 @@ import contextlib
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from utils.cli import check_number, make_parser
 from utils.errors import run_cli
 from utils.inference_cli import add_detector_arguments, check_detector_arguments, load_detector
+
+if TYPE_CHECKING:
+    import cv2
+
+    from utils.inference_cli import Detector
 
 MODES = ("predict", "dir", "video", "fps")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -29,13 +38,19 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(__doc__)
     parser.add_argument("--mode", default="predict", choices=MODES, help="what to do (default: predict)")
-    parser.add_argument("--source", required=True, type=Path,
-                        help="a frame (predict), a sequence folder (dir), a folder or video file (video, fps)")
+    parser.add_argument("--source", required=True,
+                        help="a frame (predict), a sequence folder (dir), a folder or video file (video, fps), or in "
+                             "video mode a camera index (0, 1, ...) or a stream URL (rtsp://, http://...)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="output PNG (predict), folder (dir) or .mp4 (video); default: under img_out/")
+                        help="output PNG (predict), folder (dir) or .mp4 (video); default: under img_out/ (camera N: "
+                             "img_out/cameraN.mp4, a stream: img_out/stream.mp4)")
+    parser.add_argument("--show", action="store_true",
+                        help="video mode: also show the annotated frames in a window as they are made (needs a display "
+                             "and OpenCV with GUI support; q or Esc stops)")
     add_detector_arguments(parser, conf=0.5, nms=0.3)
     parser.add_argument("--video-fps", type=float, default=None,
-                        help="frame rate of the written video (default: the source video's, 25 for frame folders)")
+                        help="frame rate of the written video (default: the rate the video, camera or stream declares, "
+                             "else 25)")
     parser.add_argument("--crop", action="store_true", help="also save every detection as a PNG crop")
     parser.add_argument("--count", action="store_true", help="print the number of detections per class")
     parser.add_argument("--gt", type=Path, default=None,
@@ -48,65 +63,120 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def default_out(args: argparse.Namespace) -> Path:
+def default_out(mode: str, source: Path | int | str) -> Path:
+    """Where output goes without ``--out``: under img_out/, named after the source."""
     base = Path("img_out")
-    if args.mode == "predict":
-        return base / f"{args.source.parent.name}_{args.source.stem}.png"
-    if args.mode == "dir":
-        return base / args.source.name
-    return base / f"{args.source.stem if args.source.is_file() else args.source.name}.mp4"
+    if isinstance(source, int):
+        return base / f"camera{source}.mp4"
+    if isinstance(source, str):
+        return base / "stream.mp4"
+    if mode == "predict":
+        return base / f"{source.parent.name}_{source.stem}.png"
+    if mode == "dir":
+        return base / source.name
+    return base / f"{source.stem if source.is_file() else source.name}.mp4"
+
+
+def check_source(args: argparse.Namespace) -> Path | int | str:
+    """The source ``--source`` names, checked against the mode: a path, a camera index or a stream URL."""
+    from utils.errors import SSTNetError
+    from utils.inference import live_source
+
+    live = live_source(args.source)
+    if live is not None:
+        if args.mode != "video":
+            raise SSTNetError(f"--source {args.source}: a camera or stream is read in --mode video only")
+        return live
+    source = Path(args.source)
+    if not source.exists():
+        raise SSTNetError(f"--source {source}: not found")
+    if args.mode == "predict" and not source.is_file():
+        raise SSTNetError(f"--source {source}: predict mode takes one frame file (use --mode dir for a folder)")
+    if args.mode == "dir" and not source.is_dir():
+        raise SSTNetError(f"--source {source}: dir mode takes a folder of frames")
+    if args.mode in ("video", "fps") and not (source.is_dir() or is_video_file(source)):
+        raise SSTNetError(f"--source {source}: expected a folder of frames or a video file "
+                          f"({', '.join(VIDEO_SUFFIXES)})")
+    return source
+
+
+def is_video_file(source: Path) -> bool:
+    return source.is_file() and source.suffix.lower() in VIDEO_SUFFIXES
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import numpy as np
-
     from utils.annotations import dataset_root_of, read_coco
     from utils.errors import SSTNetError
-    from utils.fileio import check_output, ensure_dir
-    from utils.inference import detect_batches, detect_plan, folder_frames, plan_frames, video_batches, video_frame_count
-    from utils.visualize import crops, draw_frame, open_video, save_png, source_fps
+    from utils.fileio import check_output
+    from utils.inference import open_capture
+    from utils.visualize import window_unavailable
 
-    check_detector_arguments(args)
     check_number("--fps-frames", args.fps_frames, 1)
     check_number("--video-fps", args.video_fps, 0, 1000, low_open=True)
-    if not args.source.exists():
-        raise SSTNetError(f"--source {args.source}: not found")
-    is_video = args.source.is_file() and args.source.suffix.lower() in VIDEO_SUFFIXES
-    if args.mode == "predict" and not args.source.is_file():
-        raise SSTNetError(f"--source {args.source}: predict mode takes one frame file (use --mode dir for a folder)")
-    if args.mode == "dir" and not args.source.is_dir():
-        raise SSTNetError(f"--source {args.source}: dir mode takes a folder of frames")
-    if args.mode in ("video", "fps") and not (args.source.is_dir() or is_video):
-        raise SSTNetError(f"--source {args.source}: expected a folder of frames or a video file "
-                          f"({', '.join(VIDEO_SUFFIXES)})")
-    class_names: list[str] | None = None
-    truth: dict[Path, np.ndarray] = {}
-    if args.gt is not None:
-        gt_root = args.data_root if args.data_root is not None else dataset_root_of(args.gt)
-        ground_truth = read_coco(args.gt, gt_root)
-        categories = {c["id"]: c.get("name", str(c["id"])) for c in ground_truth.data["categories"]}
-        class_names = [categories[category_id] for category_id in ground_truth.category_ids]
-        truth = {record.path.resolve(): record.boxes for record in ground_truth.records}
-    out = args.out if args.out is not None else default_out(args)
+    source = check_source(args)
+    if args.show:
+        if args.mode != "video":
+            raise SSTNetError("--show: applies to --mode video")
+        reason = window_unavailable()
+        if reason is not None:
+            raise SSTNetError(f"--show: {reason}")
+    check_detector_arguments(args)
+    out = args.out if args.out is not None else default_out(args.mode, source)
     if args.mode != "fps":
         check_output(out, "--out", folder=args.mode == "dir")
-    detector = load_detector(args, len(class_names) if class_names is not None else None)
+    # A camera or stream is opened before the model loads, so one that cannot be opened is said at once.
+    capture = open_capture(source, f"--source {args.source}") if not isinstance(source, Path) else None
+    try:
+        class_names: list[str] | None = None
+        truth = {}
+        if args.gt is not None:
+            gt_root = args.data_root if args.data_root is not None else dataset_root_of(args.gt)
+            ground_truth = read_coco(args.gt, gt_root)
+            categories = {c["id"]: c.get("name", str(c["id"])) for c in ground_truth.data["categories"]}
+            class_names = [categories[category_id] for category_id in ground_truth.category_ids]
+            truth = {record.path.resolve(): record.boxes for record in ground_truth.records}
+        detector = load_detector(args, len(class_names) if class_names is not None else None)
+        if class_names is None:
+            num_classes = detector.model.num_classes
+            class_names = list(detector.trained.class_names or
+                               (["target"] if num_classes == 1 else [f"class{index}" for index in range(num_classes)]))
+        if args.mode == "fps":
+            return measure_fps(detector.model, args, detector.settings, source)
+        return annotate(args, detector, source, out, capture, class_names, truth)
+    finally:
+        if capture is not None:
+            capture.release()
+
+
+def annotate(args: argparse.Namespace, detector: Detector, source: Path | int | str, out: Path,
+             capture: cv2.VideoCapture | None, class_names: list[str], truth: dict) -> int:
+    """Detect on the source's frames (a live source's from its open ``capture``) and write them annotated (PNG, PNG
+    folder or mp4), with crops and counts; a live source runs until it ends, a stop signal or the window closes."""
+    import numpy as np
+
+    from utils.fileio import ensure_dir
+    from utils.inference import (capture_batches, detect_batches, detect_plan, folder_frames, plan_frames,
+                                 video_batches, video_frame_count)
+    from utils.stopping import StopRequest
+    from utils.visualize import FrameWindow, capture_fps, crops, draw_frame, open_video, save_png, source_fps
+
     model, settings, num_frame = detector.model, detector.settings, detector.spec.num_frame
-    if class_names is None:
-        class_names = list(detector.trained.class_names or
-                           (["target"] if model.num_classes == 1 else
-                            [f"class{index}" for index in range(model.num_classes)]))
-
-    if args.mode == "fps":
-        return measure_fps(model, args, settings, is_video)
-
-    if is_video:
-        batches = video_batches(args.source, settings.input_shape, settings.batch_size, num_frame)
-        results = detect_batches(model, batches, settings, video_frame_count(args.source), not args.quiet,
-                                 desc=args.mode)
+    if capture is not None:
+        # A live source: one frame at a time as it arrives (batch 1), however long it runs.
+        fps = capture_fps(capture)
+        name = f"camera{source}" if isinstance(source, int) else str(source)
+        batches = capture_batches(capture, name, settings.input_shape, 1, num_frame, settings.letterbox,
+                                  label=f"--source {args.source}")
+        results = detect_batches(model, batches, settings, None, not args.quiet, desc=args.mode)
+        print(f"reading {name}; Ctrl-C or SIGTERM stops and keeps the video", flush=True)
+    elif is_video_file(source):
+        fps = source_fps(source)
+        batches = video_batches(source, settings.input_shape, settings.batch_size, num_frame, settings.letterbox)
+        results = detect_batches(model, batches, settings, video_frame_count(source), not args.quiet, desc=args.mode)
     else:
-        frames = [args.source] if args.mode == "predict" else folder_frames(args.source)
+        fps = 25.0
+        frames = [source] if args.mode == "predict" else folder_frames(source)
         results = detect_plan(model, plan_frames(frames, num_frame), settings, not args.quiet, desc=args.mode,
                               keep_original=True)
 
@@ -114,15 +184,20 @@ def main(argv: list[str] | None = None) -> int:
     crop_dir = None
     if args.crop:
         crop_dir = ensure_dir((out.parent if args.mode in ("predict", "video") else out) / "crops")
+    stop = StopRequest(lambda message: print(message, flush=True), unit="frame")
+    written, stopped = 0, False
     with contextlib.ExitStack() as stack:
-        writer = None
-        if args.mode == "video":
-            writer = stack.enter_context(open_video(out, args.video_fps or (source_fps(args.source) if is_video
-                                                                             else 25.0)))
+        writer = stack.enter_context(open_video(out, args.video_fps or fps)) if args.mode == "video" else None
+        window = FrameWindow(f"SSTNet: {args.source}") if args.show else None
+        if window is not None:
+            stack.callback(window.close)
+        if capture is not None:
+            stack.enter_context(stop.installed())
+        stack.callback(results.close)  # a stop leaves the frame source early: release it now
         for item, detections in results:
             name = f"{Path(item.ref.sequence).name}_{item.ref.number}"
             gt_boxes = truth.get(item.ref.path.resolve()) if item.ref.path is not None else None
-            frame = draw_frame(item.image, detections, class_names, gt_boxes)
+            frame = np.asarray(draw_frame(item.image, detections, class_names, gt_boxes))
             counts = Counter(class_names[int(c)] for c in detections[:, 6])
             totals.update(counts)
             if args.count:
@@ -132,17 +207,22 @@ def main(argv: list[str] | None = None) -> int:
                 for index, pixels in enumerate(crops(item.image, detections)):
                     save_png(pixels, crop_dir / f"{name}_{index}.png")
             if writer is not None:
-                writer.write(np.asarray(frame))
+                writer.write(frame)
             elif args.mode == "predict":
-                save_png(np.asarray(frame), out)
+                save_png(frame, out)
             else:
-                save_png(np.asarray(frame), ensure_dir(out) / f"{item.ref.path.stem}.png")
+                save_png(frame, ensure_dir(out) / f"{item.ref.path.stem}.png")
+            written += 1
+            shown = window.show(frame) if window is not None else True
+            if stop.requested or not shown:
+                stopped = True
+                break
     summary = ", ".join(f"{n} {k}" for k, n in sorted(totals.items())) or "no detections"
-    print(f"{summary}; wrote {out}")
+    print(f"{f'stopped after {written} frames; ' if stopped else ''}{summary}; wrote {out}")
     return 0
 
 
-def measure_fps(model, args: argparse.Namespace, settings, is_video: bool) -> int:
+def measure_fps(model, args: argparse.Namespace, settings, source: Path) -> int:
     """Frames/s of the streaming engine (ours) and of the released computation (every window through the
     backbone T times), on the same frames decoded once beforehand, at batch 1 (per-frame latency)."""
     import dataclasses
@@ -153,12 +233,12 @@ def measure_fps(model, args: argparse.Namespace, settings, is_video: bool) -> in
                                  video_batches)
 
     single = dataclasses.replace(settings, batch_size=1)
-    if is_video:
-        source = video_batches(args.source, settings.input_shape, 1, settings.num_frame)
+    if is_video_file(source):
+        frames = video_batches(source, settings.input_shape, 1, settings.num_frame, settings.letterbox)
     else:
-        source = frame_batches(plan_frames(folder_frames(args.source), settings.num_frame), settings.input_shape, 1,
-                               settings.workers)
-    batches = list(itertools.islice(source, args.fps_frames))
+        frames = frame_batches(plan_frames(folder_frames(source), settings.num_frame), settings.input_shape, 1,
+                               settings.workers, letterbox=settings.letterbox)
+    batches = list(itertools.islice(frames, args.fps_frames))
     device = next(model.parameters()).device
 
     def walk(detector: SequenceDetector, frames) -> None:

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -36,6 +35,7 @@ from nets import Network, YOLOLoss  # noqa: E402
 from nets.training import init_weights  # noqa: E402
 from utils.annotations import read_coco  # noqa: E402
 from utils.cli import check_number, make_parser  # noqa: E402
+from utils.complexity import count_flops, stream_frame_flops, window_flops  # noqa: E402
 from utils.device import apply_threads, check_amp, select_device, synchronize  # noqa: E402
 from utils.errors import SSTNetError, run_cli  # noqa: E402
 from utils.fileio import write_json, write_text  # noqa: E402
@@ -278,28 +278,21 @@ def time_training(models: dict, device: torch.device, spec: ModelSpec, batch: in
 
 
 def flop_counts(models: dict, device: torch.device, spec: ModelSpec) -> dict:
-    """GFLOPs per sample: eval window (released), streaming per frame (ours), training step forward+backward."""
-    counts = {}
-    x = torch.randn(1, 3, spec.num_frame, *spec.input_shape, device=device)
-    with torch.no_grad():
-        with FlopCounterMode(display=False) as counter:
-            models["released"].eval()(x)
-        counts["window_released"] = counter.get_total_flops() / 1e9
-        model = models["fast"].eval()
-        cached = [model.frame_features(x[:, :, t]) for t in range(spec.num_frame)]
-        with FlopCounterMode(display=False) as counter:
-            model.frame_features(x[:, :, 0])
-            model.detect(cached)
-        counts["stream_per_frame"] = counter.get_total_flops() / 1e9
+    """GFLOPs per sample (utils.complexity, as summary.py counts them): eval window (released), streaming per frame
+    (ours), training step forward+backward."""
+    counts = {"window_released": window_flops(models["released"], spec.input_shape, spec.num_frame).gflops,
+              "stream_per_frame": stream_frame_flops(models["fast"], spec.input_shape, spec.num_frame).gflops}
     images, targets = training_inputs(spec, 1, device)
     for name, model in models.items():
         model.train()
-        with FlopCounterMode(display=False) as counter:
+
+        def step() -> None:
             outputs, motion_loss = model(images)
             (YOLOLoss(1)(outputs, targets) + motion_loss).backward()
+
+        counts[f"train_step_{REPORT_NAMES[name]}"] = count_flops(step).gflops
         model.zero_grad(set_to_none=True)
         model.eval()
-        counts[f"train_step_{REPORT_NAMES[name]}"] = counter.get_total_flops() / 1e9
     return counts
 
 

@@ -18,6 +18,8 @@ LR_BOUNDS = {
     "adam": ((3e-4, 1e-3), (3e-6, 1e-5)),
 }
 OPTIMIZERS = tuple(LR_BOUNDS)
+LR_DECAYS = ("cos", "step")
+STEP_DECAY_STEPS = 10  # the release's step schedule drops the rate 9 times, every tenth of the run
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 
 
@@ -120,15 +122,25 @@ def no_aug_epochs(total_epochs: int) -> float:
     return min(max(0.05 * total_epochs, 1), 15)
 
 
-def lr_at_epoch(epoch: int, total_epochs: int, lr: float, min_lr: float) -> float:
+def lr_at_epoch(epoch: int, total_epochs: int, lr: float, min_lr: float, decay: str = "cos") -> float:
+    """The learning rate of (0-based) ``epoch`` under the release's schedule ``decay``: ``cos`` (the default,
+    :func:`warm_cosine_lr`) or ``step`` (:func:`step_lr`)."""
+    if decay not in LR_DECAYS:
+        raise SSTNetError(f"lr decay {decay!r}: expected one of {', '.join(LR_DECAYS)}")
+    if total_epochs < 1:
+        raise SSTNetError(f"epochs {total_epochs}: must be at least 1")
+    if decay == "step":
+        return step_lr(epoch, total_epochs, lr, min_lr)
+    return warm_cosine_lr(epoch, total_epochs, lr, min_lr)
+
+
+def warm_cosine_lr(epoch: int, total_epochs: int, lr: float, min_lr: float) -> float:
     """The learning rate of (0-based) ``epoch`` under YOLOX's "warm cosine" schedule, stepped per epoch.
 
     With W = :func:`warmup_epochs` and N = :func:`no_aug_epochs`: for epoch ≤ W a quadratic ramp from
     ``max(0.1·lr, 1e-6)`` to ``lr``; for epoch ≥ E − N ``min_lr``; in between a half cosine from ``lr`` down to
     ``min_lr`` over E − W − N epochs. The warm-up test comes first, so it wins when E is tiny.
     """
-    if total_epochs < 1:
-        raise SSTNetError(f"epochs {total_epochs}: must be at least 1")
     warmup = warmup_epochs(total_epochs)
     no_aug = no_aug_epochs(total_epochs)
     if epoch <= warmup:
@@ -138,6 +150,28 @@ def lr_at_epoch(epoch: int, total_epochs: int, lr: float, min_lr: float) -> floa
         return min_lr
     progress = (epoch - warmup) / (total_epochs - warmup - no_aug)
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def step_lr(epoch: int, total_epochs: int, lr: float, min_lr: float, steps: int = STEP_DECAY_STEPS) -> float:
+    """The learning rate of (0-based) ``epoch`` under the release's step schedule (no warm-up).
+
+    The rate is multiplied by ``(min_lr / lr) ** (1 / (steps − 1))`` every ``E / steps`` epochs (a float), i.e.
+    ``lr · rate ** floor(epoch / (E / steps))``: ``lr`` for the first tenth of the run, ``min_lr`` for the last.
+    Needs E ≥ ``steps`` (the release refuses shorter steps than one epoch).
+    """
+    step_size = total_epochs / steps
+    if step_size < 1:
+        raise SSTNetError(f"step lr decay: needs at least {steps} epochs (the rate drops every epochs/{steps} "
+                          f"epochs), got {total_epochs}")
+    rate = (min_lr / lr) ** (1 / (steps - 1))
+    return lr * rate ** (epoch // step_size)
+
+
+def set_requires_grad(module: nn.Module, trainable: bool) -> None:
+    """Freeze (``trainable`` False) or unfreeze every parameter of ``module``; a frozen parameter gets no gradient,
+    so the optimizer leaves it (and its momentum) alone until it is unfrozen."""
+    for parameter in module.parameters():
+        parameter.requires_grad_(trainable)
 
 
 def set_optimizer_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -71,3 +71,23 @@ def test_parse_input_shape(text, expected):
 def test_parse_input_shape_rejects(text):
     with pytest.raises(SSTNetError, match="--input-size"):
         parse_input_shape(text)
+
+
+def test_plain_resize_maps_a_box_on_a_non_square_frame_there_and_back():
+    # 32×64 (h×w) frame stretched to 128×128: x scales by 2, y by 4, nothing is padded.
+    from utils.boxes import letterbox_to_image
+    image = np.zeros((32, 64, 3), np.uint8)
+    image[8:12, 10:20] = 255
+    resize = Letterbox.fit(image.shape[:2], (128, 128), keep_ratio=False)
+    assert resize.new_hw == (128, 128) and resize.offset_yx == (0, 0)
+    canvas = resize.apply(image)
+    (x1, y1, x2, y2, cls), = resize.map_boxes(np.array([[10, 8, 20, 12, 0]], np.float32))
+    assert (x1, y1, x2, y2, cls) == (20, 32, 40, 48, 0)
+    assert (canvas[34:46, 22:38] == 255).all() and (canvas[:28] == 0).all() and (canvas[52:] == 0).all()
+    # The inverse used for detections (spec §7 without the letterbox) returns the box drawn on the frame.
+    normalised = np.array([[(x1 + x2) / 2 / 128, (y1 + y2) / 2 / 128, (x2 - x1) / 128, (y2 - y1) / 128]])
+    np.testing.assert_allclose(letterbox_to_image(normalised, (128, 128), (32, 64), letterbox=False),
+                               [[8, 10, 12, 20]], atol=1e-9)
+    data, used = preprocess_frame(image, (128, 128), keep_ratio=False)
+    assert used == resize and data.shape == (3, 128, 128)
+    assert preprocess_frame(image, (128, 128))[1].offset_yx == (32, 0)  # letterbox stays the default

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from conftest import REPO, tiny_synthetic_dataset
+from nets.training import lr_at_epoch, scaled_lrs
 from utils.errors import SSTNetError
 from utils.train_cli import DAUB, parse_args
-from utils.trainer import Trainer, TrainingDiverged
+from utils.trainer import Phase, Trainer, TrainingDiverged
 
 TINY = ["--input-size", "64", "--phi", "nano", "--lstm-hidden", "8", "--batch-size", "2", "--workers", "0",
         "--epoch-fraction", "1", "--val-fraction", "0.5", "--eval-period", "1", "--device", "cpu"]
@@ -55,6 +56,67 @@ def test_resume_continues_exactly(tiny_data, tmp_path):
     rows = (resumed / "results.csv").read_text().splitlines()
     assert rows[0] == "epoch,lr,loss,motion_loss,val_loss,mAP50,precision,recall,f1" and len(rows) == 3
     assert rows == (straight / "results.csv").read_text().splitlines()
+
+
+def test_freeze_training_resumes_exactly_in_and_after_the_frozen_phase(tiny_data, tmp_path):
+    """4 epochs, the first 2 frozen at batch 4, in one go and as 1 + 1 + 1 + 1 resumed epochs (resuming inside the
+    frozen phase, at the switch and after it): identical weights after every epoch."""
+    run_args = ["--data-root", str(tiny_data), "--epochs", "4", *TINY, "--freeze-epochs", "2", "--freeze-batch-size",
+                "4", "--eval-period", "0", "--save-period", "1"]
+    straight = tmp_path / "straight"
+    Trainer(parse(*run_args, "--save-dir", str(straight))).fit()
+    chained = tmp_path / "chained"
+    first = Trainer(parse(*run_args, "--save-dir", str(chained)))
+    assert first.phase == Phase(frozen=True, batch_size=4) and first.train_sampler.global_batch == 4
+    initial = {key: value.clone() for key, value in first.model.state_dict().items()}
+    first.fit(until_epoch=1)
+    checkpoint = chained / "last_checkpoint.pth"
+    after_one = torch.load(checkpoint, weights_only=True)["model"]
+    # Frozen: backbone weights and BatchNorm statistics untouched; the rest trained.
+    assert all(torch.equal(after_one[key], initial[key]) for key in initial if key.startswith("backbone."))
+    assert not torch.equal(after_one["neck.conv_final.1.conv.weight"], initial["neck.conv_final.1.conv.weight"])
+    phases = []
+    for until in (2, 3, None):
+        trainer = Trainer(parse("--resume", str(checkpoint)))
+        phases.append(trainer.phase)
+        trainer.fit(until_epoch=until)
+    assert phases == [Phase(True, 4), Phase(False, 2), Phase(False, 2)]
+    assert trainer.train_sampler.global_batch == 2 and all(p.requires_grad for p in trainer.model.parameters())
+    names = sorted(path.name for path in straight.glob("ep*.pth"))
+    assert len(names) == 4 and names == sorted(path.name for path in chained.glob("ep*.pth"))
+    for name in names:
+        assert_same_state(weights(straight / name), weights(chained / name))
+    final = {name: torch.load(folder / "last_checkpoint.pth", weights_only=True) for name, folder in
+             (("straight", straight), ("chained", chained))}
+    assert_same_state(final["straight"]["model"], final["chained"]["model"])
+    assert not torch.equal(final["chained"]["model"]["backbone.backbone.stem.conv.conv.weight"],
+                           initial["backbone.backbone.stem.conv.conv.weight"])  # unfrozen: the backbone trained
+    # The learning rate follows one schedule, rescaled for the batch of each phase (both scaled rates differ here).
+    frozen_lrs, unfrozen_lrs = scaled_lrs(0.01, 1e-4, 4), scaled_lrs(0.01, 1e-4, 2)
+    assert frozen_lrs != unfrozen_lrs
+    expected = [lr_at_epoch(epoch, 4, *(frozen_lrs if epoch < 2 else unfrozen_lrs)) for epoch in range(4)]
+    assert [row["lr"] for row in final["chained"]["rows"]] == pytest.approx(expected, rel=1e-12)
+    assert (chained / "results.csv").read_text() == (straight / "results.csv").read_text()
+
+
+def test_step_lr_decay_sets_the_epoch_rate(tiny_data, tmp_path):
+    trainer = Trainer(parse("--data-root", str(tiny_data), "--epochs", "10", "--save-dir", str(tmp_path / "r"), *TINY,
+                            "--eval-period", "0", "--lr-decay", "step"))
+    trainer.fit(until_epoch=1)
+    rows = torch.load(tmp_path / "r" / "last_checkpoint.pth", weights_only=True)["rows"]
+    assert rows[0]["lr"] == pytest.approx(trainer.lr)  # no warm-up: the full rate from the first epoch (cos: 0.1·lr)
+    assert lr_at_epoch(1, 10, trainer.lr, trainer.min_lr, "step") < trainer.lr
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--lr-decay", "step", "--epochs", "9"], "--lr-decay step: needs --epochs of at least 10"),
+    (["--freeze-epochs", "5", "--epochs", "4"], "--freeze-epochs 5"),
+    (["--freeze-epochs", "-1"], "--freeze-epochs -1"),
+    (["--freeze-epochs", "1", "--freeze-batch-size", "0"], "--freeze-batch-size 0"),
+])
+def test_bad_freeze_and_schedule_flags(argv, message):
+    with pytest.raises(SSTNetError, match=message):
+        parse(*argv)
 
 
 def test_run_folder_contents(tiny_data, tmp_path):
@@ -204,6 +266,18 @@ def test_ddp_on_cpu_with_two_processes(tiny_data, tmp_path):
     assert args["batch_size"] == 2
     from nets import Network
     Network(1, 5, "nano", lstm_hidden=8).load_state_dict(weights(run / "last_epoch_weights.pth"), strict=True)
+
+
+def test_ddp_freeze_training_crosses_the_switch(tiny_data, tmp_path):
+    """Under DDP the backbone is frozen after the wrapper is built, so unfreezing it later trains it on every rank."""
+    run = tmp_path / "ddp"
+    result = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train_daub.py",
+                        "--data-root", tiny_data, "--epochs", "2", "--save-dir", run, *TINY, "--eval-period", "0",
+                        "--freeze-epochs", "1", "--freeze-batch-size", "4", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "backbone frozen for 1 epoch at batch 4" in result.stdout
+    assert "epoch 2: backbone unfrozen; batch 2" in result.stdout
+    assert len((run / "results.csv").read_text().splitlines()) == 3
 
 
 def test_sync_bn_without_cuda_is_refused_in_one_line(tiny_data, tmp_path):

@@ -195,3 +195,40 @@ def test_optimizer_trains_only_grouped_parameters():
     optimizer.step()
     assert torch.equal(toy.scale, scale_before)
     assert not torch.equal(toy.conv.weight, conv_before)
+
+
+# ------------------------------------------------------------------------------------------ step lr schedule
+def test_step_schedule_values_for_100_epochs():
+    # The release's step schedule: rate (min/lr)^(1/9), applied every 100/10 = 10 epochs; no warm-up.
+    rate = (MIN_LR / LR) ** (1 / 9)
+    assert rate == pytest.approx(0.01 ** (1 / 9))
+    for epoch, drops in ((0, 0), (9, 0), (10, 1), (19, 1), (20, 2), (55, 5), (89, 8), (90, 9), (99, 9)):
+        assert lr_at_epoch(epoch, 100, LR, MIN_LR, "step") == pytest.approx(LR * rate ** drops), epoch
+    assert lr_at_epoch(99, 100, LR, MIN_LR, "step") == pytest.approx(MIN_LR)
+
+
+def test_step_schedule_with_fractional_steps_and_too_few_epochs():
+    # E = 25: steps of 2.5 epochs, so the drops come at epochs 3, 5, 8, 10, 13, 15, 18, 20, 23.
+    rates = [lr_at_epoch(epoch, 25, LR, MIN_LR, "step") for epoch in range(25)]
+    drops = [round(math.log(rate / LR) / math.log((MIN_LR / LR) ** (1 / 9))) for rate in rates]
+    assert drops == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3, 4, 4, 4, 5, 5, 6, 6, 6, 7, 7, 8, 8, 8, 9, 9]
+    assert lr_at_epoch(9, 10, LR, MIN_LR, "step") == pytest.approx(MIN_LR)
+    with pytest.raises(SSTNetError, match="at least 10 epochs"):
+        lr_at_epoch(0, 9, LR, MIN_LR, "step")
+    with pytest.raises(SSTNetError, match="lr decay 'linear'"):
+        lr_at_epoch(0, 100, LR, MIN_LR, "linear")
+
+
+def test_command_line_schedule_choices_match_nets():
+    from nets.training import LR_DECAYS, STEP_DECAY_STEPS
+    from utils.train_cli import LR_DECAY_CHOICES, STEP_DECAY_STEPS as CLI_STEPS
+    assert LR_DECAY_CHOICES == LR_DECAYS and CLI_STEPS == STEP_DECAY_STEPS
+
+
+def test_set_requires_grad_freezes_and_unfreezes_a_module():
+    from nets.training import set_requires_grad
+    model = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2), nn.Conv2d(2, 1, 1))
+    set_requires_grad(model[:2], False)
+    assert [p.requires_grad for p in model.parameters()] == [False, False, False, False, True, True]
+    set_requires_grad(model[:2], True)
+    assert all(p.requires_grad for p in model.parameters())

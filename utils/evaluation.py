@@ -1,9 +1,11 @@
 """The evaluation engine shared by ``vid_map_coco.py`` and the evaluation inside training (spec §8)."""
 from __future__ import annotations
 
+import json
+import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -92,6 +94,65 @@ def per_sequence_scores(ground_truth: CocoGroundTruth, detections: list[dict], r
         name = str(folder.relative_to(root)) if root is not None and folder.is_relative_to(root) else str(folder)
         groups.setdefault(name, []).append(record.image_id)
     return {name: score_detections(ground_truth, detections, ids, pd_conf, pd_radius) for name, ids in groups.items()}
+
+
+RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
+
+
+def read_coco_results(path: str | os.PathLike, ground_truth: CocoGroundTruth, ann_name: str = "the annotations",
+                      flag: str = "--detections") -> list[dict]:
+    """A COCO results file (a JSON list of ``{image_id, category_id, bbox: [x, y, w, h], score}``) checked against
+    ``ground_truth``: every entry an object with the four keys, integer ids of an image and a category of
+    ``ground_truth`` (named ``ann_name`` in errors), four finite box numbers with a non-negative size and a finite
+    score. A problem is a one-line error naming the file (as ``flag``) and the entry. Returns the entries with only
+    those keys, numbers as floats."""
+    path = Path(path)
+    where = f"{flag} {path}"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SSTNetError(f"{where}: file not found") from None
+    except IsADirectoryError:
+        raise SSTNetError(f"{where}: is a folder, expected a COCO results json file") from None
+    except UnicodeDecodeError:
+        raise SSTNetError(f"{where}: not a text file, expected COCO results json") from None
+    except json.JSONDecodeError as exc:
+        raise SSTNetError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except OSError as exc:
+        raise SSTNetError(f"{where}: cannot read ({exc.strerror or exc})") from None
+    if not isinstance(data, list):
+        raise SSTNetError(f"{where}: expected a list of COCO results ({{{', '.join(RESULT_KEYS)}}}), "
+                          f"got a JSON {type(data).__name__}")
+    image_ids = {image["id"] for image in ground_truth.data["images"]}
+    category_ids = set(ground_truth.category_ids)
+    return [_checked_result(entry, f"{where}: entry {index}", image_ids, category_ids, ann_name)
+            for index, entry in enumerate(data)]
+
+
+def _checked_result(entry: Any, where: str, image_ids: set[int], category_ids: set[int], ann_name: str) -> dict:
+    if not isinstance(entry, dict):
+        raise SSTNetError(f"{where}: expected an object, got {type(entry).__name__}")
+    for key in RESULT_KEYS:
+        if key not in entry:
+            raise SSTNetError(f"{where}: missing '{key}'")
+    image_id, category_id, bbox, score = (entry[key] for key in RESULT_KEYS)
+    if isinstance(image_id, bool) or not isinstance(image_id, int) or image_id not in image_ids:
+        raise SSTNetError(f"{where}: image_id {image_id!r} is not an image of {ann_name}")
+    if isinstance(category_id, bool) or not isinstance(category_id, int) or category_id not in category_ids:
+        raise SSTNetError(f"{where}: category_id {category_id!r} is not a category of {ann_name} "
+                          f"({', '.join(map(str, sorted(category_ids)))})")
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_finite_number(value) for value in bbox):
+        raise SSTNetError(f"{where}: bbox {bbox!r}: expected four finite numbers [x, y, width, height]")
+    if bbox[2] < 0 or bbox[3] < 0:
+        raise SSTNetError(f"{where}: bbox {bbox!r}: width and height must not be negative")
+    if not _is_finite_number(score):
+        raise SSTNetError(f"{where}: score {score!r}: expected a finite number")
+    return {"image_id": image_id, "category_id": category_id, "bbox": [float(value) for value in bbox],
+            "score": float(score)}
+
+
+def _is_finite_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def read_pr_curve(path: str | os.PathLike) -> np.ndarray:

@@ -4,11 +4,13 @@ Two modes give the same detections:
 - ``window`` is the released computation: each window's T frames go through the backbone, T passes per frame.
 - ``stream`` keeps the last T frames' backbone features per sequence, so each frame goes through the backbone
   ONCE however many windows it belongs to (in eval mode a frame's features do not depend on its window).
-Frames are decoded and letterboxed once each, in DataLoader workers, whatever the mode.
+Frames are decoded and letterboxed (or stretched, ``letterbox=False``) once each, in DataLoader workers, whatever
+the mode.
 """
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections import deque
 from dataclasses import dataclass, field
@@ -78,6 +80,7 @@ class DetectSettings:
     batch_size: int = 1
     workers: int = 0
     amp_dtype: torch.dtype | None = None
+    letterbox: bool = True  # False: frames stretched to the input (the release's letterbox_image=False)
 
 
 # ---------------------------------------------------------------------------------------------- walk plans
@@ -130,12 +133,15 @@ def plan_frames(frames: Sequence[Path], num_frame: int) -> list[FrameRef]:
 
 # ------------------------------------------------------------------------------------------ frame sources
 class FrameDataset(Dataset):
-    """Decodes and letterboxes the frames of a walk plan (in workers); items keep the plan's order."""
+    """Decodes and letterboxes (``letterbox=False``: stretches) the frames of a walk plan (in workers); items keep the
+    plan's order."""
 
-    def __init__(self, plan: Sequence[FrameRef], input_shape: tuple[int, int], keep_original: bool = False) -> None:
+    def __init__(self, plan: Sequence[FrameRef], input_shape: tuple[int, int], keep_original: bool = False,
+                 letterbox: bool = True) -> None:
         self.plan = list(plan)
         self.input_shape = input_shape
         self.keep_original = keep_original
+        self.letterbox = letterbox
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -143,16 +149,16 @@ class FrameDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, int, tuple[int, int], np.ndarray | None, bool]:
         ref = self.plan[index]
         decoded = decode_frame(ref.path, ref.size, ref.declared_by)
-        data, _ = preprocess_frame(decoded.image, self.input_shape, str(ref.path))
+        data, _ = preprocess_frame(decoded.image, self.input_shape, self.letterbox, str(ref.path))
         return (data, index, decoded.image.shape[:2], decoded.image if self.keep_original else None,
                 decoded.nonfinite_pixels > 0)
 
 
 def frame_batches(plan: Sequence[FrameRef], input_shape: tuple[int, int], batch_size: int, workers: int,
-                  keep_original: bool = False) -> Iterator[FrameBatch]:
+                  keep_original: bool = False, letterbox: bool = True) -> Iterator[FrameBatch]:
     """Batches of frames following ``plan``, decoded by ``workers`` processes."""
-    loader = DataLoader(FrameDataset(plan, input_shape, keep_original), batch_size=batch_size, shuffle=False,
-                        num_workers=workers, collate_fn=list, worker_init_fn=worker_ignores_interrupts)
+    loader = DataLoader(FrameDataset(plan, input_shape, keep_original, letterbox), batch_size=batch_size,
+                        shuffle=False, num_workers=workers, collate_fn=list, worker_init_fn=worker_ignores_interrupts)
     for items in loader:
         yield FrameBatch(torch.from_numpy(np.stack([item[0] for item in items])),
                          [plan[item[1]] for item in items], [item[2] for item in items], [item[3] for item in items],
@@ -166,13 +172,40 @@ def video_frame_count(path: str | os.PathLike) -> int:
     return count
 
 
-def video_batches(path: str | os.PathLike, input_shape: tuple[int, int], batch_size: int,
-                  num_frame: int) -> Iterator[FrameBatch]:
-    """Batches of a video file's frames, every frame a key frame (windows clamped at the first frame)."""
-    capture = cv2.VideoCapture(str(path))
+def open_capture(source: str | int | os.PathLike, label: str | None = None) -> cv2.VideoCapture:
+    """An opened OpenCV capture of a video file, a camera (an int: its index) or a stream URL (rtsp://, http://...).
+
+    When OpenCV cannot open it the error names ``label`` (default: the source).
+    """
+    label = label or str(source)
+    capture = cv2.VideoCapture(source if isinstance(source, int) else str(source))
     if not capture.isOpened():
-        raise SSTNetError(f"{path}: cannot open as a video")
-    name = str(Path(path))
+        capture.release()
+        if isinstance(source, int):
+            raise SSTNetError(f"{label}: cannot open camera {source}")
+        if is_stream_url(str(source)):
+            raise SSTNetError(f"{label}: cannot open the stream (unreachable, or not a video OpenCV can read)")
+        raise SSTNetError(f"{label}: cannot open as a video")
+    return capture
+
+
+def is_stream_url(text: str) -> bool:
+    """Whether ``text`` is a URL (``scheme://...``) rather than a path."""
+    return re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*://", text) is not None
+
+
+def live_source(text: str) -> int | str | None:
+    """The live source ``text`` names: a camera index (digits only) or a stream URL; None for a path."""
+    if text.isdigit():
+        return int(text)
+    return text if is_stream_url(text) else None
+
+
+def capture_batches(capture: cv2.VideoCapture, name: str, input_shape: tuple[int, int], batch_size: int,
+                    num_frame: int, letterbox: bool = True, label: str | None = None) -> Iterator[FrameBatch]:
+    """Batches of the frames ``capture`` delivers, read as they arrive (nothing is counted beforehand), every frame a
+    key frame of sequence ``name`` (windows clamped at the first frame). Ends with the stream; releases the capture.
+    A capture that ends before its first frame is an error naming ``label`` (default: ``name``)."""
     try:
         pending: list[tuple[np.ndarray, FrameRef, np.ndarray]] = []
         number = 0
@@ -180,7 +213,7 @@ def video_batches(path: str | os.PathLike, input_shape: tuple[int, int], batch_s
             ok, frame = capture.read()
             if ok:
                 image = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                data, _ = preprocess_frame(image, input_shape, f"{name} frame {number}")
+                data, _ = preprocess_frame(image, input_shape, letterbox, f"{name} frame {number}")
                 ref = FrameRef(name, number, window=tuple(window_numbers(number, 0, num_frame)))
                 pending.append((data, ref, image))
                 number += 1
@@ -192,9 +225,15 @@ def video_batches(path: str | os.PathLike, input_shape: tuple[int, int], batch_s
             if not ok:
                 break
         if number == 0:
-            raise SSTNetError(f"{path}: the video has no readable frames")
+            raise SSTNetError(f"{label or name}: no frame could be read")
     finally:
         capture.release()
+
+
+def video_batches(path: str | os.PathLike, input_shape: tuple[int, int], batch_size: int, num_frame: int,
+                  letterbox: bool = True) -> Iterator[FrameBatch]:
+    """Batches of a video file's frames, every frame a key frame (windows clamped at the first frame)."""
+    return capture_batches(open_capture(path), str(Path(path)), input_shape, batch_size, num_frame, letterbox)
 
 
 # ---------------------------------------------------------------------------------------------- detection
@@ -264,13 +303,14 @@ def postprocess(outputs: Sequence[KeyFrameOutput], settings: DetectSettings) -> 
     raw = torch.cat([item.output for item in outputs])
     decoded = decode_outputs([raw], settings.input_shape)
     return non_max_suppression(decoded, raw.shape[1] - 5, settings.input_shape,
-                               [item.original_hw for item in outputs], True, settings.conf, settings.nms)
+                               [item.original_hw for item in outputs], settings.letterbox, settings.conf, settings.nms)
 
 
-def detect_batches(model: torch.nn.Module, batches: Iterable[FrameBatch], settings: DetectSettings, total: int,
-                   progress: bool = True, desc: str = "detect") -> Iterator[tuple[KeyFrameOutput, np.ndarray]]:
-    """Run the engine over ``batches`` (``total`` frames, for the progress bar); yield each key frame's output
-    and its detections (rows as :func:`postprocess` returns them)."""
+def detect_batches(model: torch.nn.Module, batches: Iterable[FrameBatch], settings: DetectSettings,
+                   total: int | None, progress: bool = True,
+                   desc: str = "detect") -> Iterator[tuple[KeyFrameOutput, np.ndarray]]:
+    """Run the engine over ``batches`` (``total`` frames for the progress bar, None for a live source); yield each
+    key frame's output and its detections (rows as :func:`postprocess` returns them)."""
     detector = SequenceDetector(model, settings.num_frame, settings.mode, settings.amp_dtype)
     nonfinite = NonFiniteFrames()
     with tqdm(total=total, desc=desc, unit="frame", disable=not progress, dynamic_ncols=True) as bar:
@@ -287,7 +327,8 @@ def detect_batches(model: torch.nn.Module, batches: Iterable[FrameBatch], settin
 def detect_plan(model: torch.nn.Module, plan: Sequence[FrameRef], settings: DetectSettings, progress: bool = True,
                 desc: str = "detect", keep_original: bool = False) -> Iterator[tuple[KeyFrameOutput, np.ndarray]]:
     """:func:`detect_batches` over the frames of a walk plan, decoded in ``settings.workers`` processes."""
-    batches = frame_batches(plan, settings.input_shape, settings.batch_size, settings.workers, keep_original)
+    batches = frame_batches(plan, settings.input_shape, settings.batch_size, settings.workers, keep_original,
+                            settings.letterbox)
     return detect_batches(model, batches, settings, len(plan), progress, desc)
 
 

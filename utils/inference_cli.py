@@ -22,10 +22,11 @@ if TYPE_CHECKING:
 
 
 def add_detector_arguments(parser: argparse.ArgumentParser, conf: float, nms: float,
-                           engine_aliases: tuple[str, ...] = ()) -> None:
-    """Weights, thresholds, engine and batching, then the shared model options; ``conf``/``nms`` are the script's
-    defaults (spec §7 differs per script). ``engine_aliases``: older spellings of ``--engine`` still accepted."""
-    parser.add_argument("--weights", required=True,
+                           engine_aliases: tuple[str, ...] = (), weights_required: bool = True) -> None:
+    """Weights, thresholds, engine, preprocessing and batching, then the shared model options; ``conf``/``nms`` are the
+    script's defaults (spec §7 differs per script). ``engine_aliases``: older spellings of ``--engine`` still accepted.
+    ``weights_required=False``: the script checks ``--weights`` itself (it has another way to get detections)."""
+    parser.add_argument("--weights", required=weights_required,
                         help="trained weights (a plain or wrapped state dict); the model they hold is read from their "
                              "sidecar <weights>.json, or from their tensor shapes")
     engine = parser.add_argument_group("engine")
@@ -34,6 +35,10 @@ def add_detector_arguments(parser: argparse.ArgumentParser, conf: float, nms: fl
     engine.add_argument("--engine", *engine_aliases, dest="engine", default="stream", choices=ENGINE_CHOICES,
                         help="stream: one backbone pass per frame (default); window: the released computation, every "
                              "window through the backbone (T passes per frame); both give the same detections")
+    engine.add_argument("--no-letterbox", dest="letterbox", action="store_false",
+                        help="resize frames to the input size without keeping their aspect ratio (the release's "
+                             "letterbox_image=False); boxes are mapped back exactly (default: letterbox, as in "
+                             "training)")
     engine.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default: 8)")
     engine.add_argument("--workers", type=int, default=2, help="frame-decoding worker processes (default: 2)")
     add_model_arguments(parser)
@@ -81,5 +86,5 @@ def load_detector(args: argparse.Namespace, num_classes: int | None = None, sour
                  frames_at_once=spec.num_frame if args.engine == "window" else 1)
     model = build_model(spec, trained.num_classes, state, device, str(args.weights))
     settings = DetectSettings(spec.input_shape, spec.num_frame, args.conf, args.nms, args.engine, args.batch_size,
-                              args.workers, amp_dtype)
+                              args.workers, amp_dtype, args.letterbox)
     return Detector(model, spec, trained, settings, device)

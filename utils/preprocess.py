@@ -1,4 +1,8 @@
-"""Letterbox and normalisation: the one preprocessing used by training, evaluation and prediction (spec §1)."""
+"""Letterbox and normalisation: the one preprocessing used by training, evaluation and prediction (spec §1).
+
+Evaluation and prediction may instead stretch frames to the input without keeping their aspect ratio (the release's
+``letterbox_image=False``): a :class:`Letterbox` fitted with ``keep_ratio=False``, whose boxes map the same way.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,7 +20,10 @@ PAD_VALUE = 128
 
 @dataclass(frozen=True)
 class Letterbox:
-    """Where a frame of ``image_hw`` lands inside an input of ``input_hw``: resized to new_hw, pasted at (dy, dx)."""
+    """Where a frame of ``image_hw`` lands inside an input of ``input_hw``: resized to new_hw, pasted at (dy, dx).
+
+    A plain resize is the case new_hw = input_hw, offset (0, 0).
+    """
 
     image_hw: tuple[int, int]
     input_hw: tuple[int, int]
@@ -24,11 +31,14 @@ class Letterbox:
     offset_yx: tuple[int, int]
 
     @classmethod
-    def fit(cls, image_hw: tuple[int, int], input_hw: tuple[int, int], source: str = "frame") -> "Letterbox":
+    def fit(cls, image_hw: tuple[int, int], input_hw: tuple[int, int], keep_ratio: bool = True,
+            source: str = "frame") -> "Letterbox":
         """Scale by min(S_h/h, S_w/w), truncate the new size to integers and centre it, as the release does.
-
-        A frame so elongated that one side would shrink to no pixel at all is an error naming ``source``."""
+        ``keep_ratio=False``: stretch the frame over the whole input instead. A frame so elongated that one side
+        would shrink to no pixel at all is an error naming ``source``."""
         (h, w), (input_h, input_w) = image_hw, input_hw
+        if not keep_ratio:
+            return cls((h, w), (input_h, input_w), (input_h, input_w), (0, 0))
         scale = min(input_w / w, input_h / h)
         new_h, new_w = int(h * scale), int(w * scale)
         if new_h < 1 or new_w < 1:
@@ -72,7 +82,8 @@ def normalize(image: np.ndarray) -> np.ndarray:
 
 
 def preprocess_frame(image: np.ndarray, input_hw: tuple[int, int],
-                     source: str = "frame") -> tuple[np.ndarray, Letterbox]:
-    """Letterbox and normalise one RGB frame; returns the 3×H×W input and the letterbox used."""
-    letterbox = Letterbox.fit(image.shape[:2], input_hw, source)
+                     keep_ratio: bool = True, source: str = "frame") -> tuple[np.ndarray, Letterbox]:
+    """Letterbox (``keep_ratio=False``: stretch) and normalise one RGB frame; returns the 3×H×W input and the
+    letterbox used."""
+    letterbox = Letterbox.fit(image.shape[:2], input_hw, keep_ratio, source)
     return normalize(letterbox.apply(image)), letterbox

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .errors import SSTNetError
 from .cli import check_number, given_flags, make_parser
 from .model_spec import add_model_arguments
 
@@ -14,6 +15,10 @@ if TYPE_CHECKING:
     from .augment import AugmentConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The learning-rate schedules and the step schedule's number of steps; a test checks them against nets.training
+# (LR_DECAYS, STEP_DECAY_STEPS), which imports torch.
+LR_DECAY_CHOICES = ("cos", "step")
+STEP_DECAY_STEPS = 10
 
 
 @dataclass(frozen=True)
@@ -96,8 +101,18 @@ def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, default=100, help="training epochs")
     optim.add_argument("--batch-size", type=int, default=4, help="total batch over all processes")
+    optim.add_argument("--freeze-epochs", type=int, default=0, metavar="N",
+                       help="freeze training as released: the first N epochs train with the backbone frozen (its "
+                            "BatchNorm statistics too) at --freeze-batch-size, then everything at --batch-size with "
+                            "the learning rate rescaled for it; the optimizer and schedule carry on (0: off)")
+    optim.add_argument("--freeze-batch-size", type=int, default=None, metavar="B",
+                       help="total batch of the frozen epochs (default: --batch-size)")
     optim.add_argument("--lr", type=float, default=0.01, help="base learning rate for a batch of 64")
     optim.add_argument("--min-lr-ratio", type=float, default=0.01, help="final learning rate as a fraction of --lr")
+    optim.add_argument("--lr-decay", default="cos", choices=LR_DECAY_CHOICES,
+                       help="cos: quadratic warm-up then cosine to the final rate (release default); step: the "
+                            "release's step schedule, the rate multiplied by (final/base)^(1/9) every epochs/10 epochs "
+                            "(needs --epochs >= 10)")
     optim.add_argument("--scale-lr", action=argparse.BooleanOptionalAction, default=True,
                        help="scale --lr by batch/64 and clip to the release's bounds")
     optim.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"),
@@ -143,6 +158,11 @@ def check_args(args: argparse.Namespace) -> None:
     check_number("--prior-prob", args.prior_prob, 0, 1, high_open=True)
     check_number("--eval-conf", args.eval_conf, 0, 1)
     check_number("--eval-nms", args.eval_nms, 0, 1)
+    check_number("--freeze-epochs", args.freeze_epochs, 0, args.epochs)
+    check_number("--freeze-batch-size", args.freeze_batch_size, 1)
+    if args.lr_decay == "step" and args.epochs < STEP_DECAY_STEPS:
+        raise SSTNetError(f"--lr-decay step: needs --epochs of at least {STEP_DECAY_STEPS} (the rate drops every "
+                          f"epochs/{STEP_DECAY_STEPS} epochs), got {args.epochs}")
 
 
 def augment_config(args: argparse.Namespace) -> "AugmentConfig":

@@ -4,13 +4,9 @@ from __future__ import annotations
 import argparse
 import math
 import random
-import signal
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -20,7 +16,8 @@ from tqdm import tqdm
 
 from nets import Network, YOLOLoss, load_weights
 from nets.weights import read_trained_weights
-from nets.training import ModelEMA, build_optimizer, init_weights, lr_at_epoch, scaled_lrs, set_optimizer_lr
+from nets.training import (ModelEMA, build_optimizer, init_weights, lr_at_epoch, scaled_lrs, set_optimizer_lr,
+                           set_requires_grad)
 
 from .annotations import CocoGroundTruth, FrameRecord, read_coco, read_index, records_to_coco
 from .run_lock import RunFolderLock
@@ -38,6 +35,7 @@ from .inference import DetectSettings
 from .memory import check_memory
 from .model_spec import ModelSpec, resolve_spec, sidecar_record
 from .provenance import project_commit
+from .stopping import StopRequest
 from .train_cli import augment_config
 
 # Flags a resumed run takes from its command line when written there: where and how fast it runs, how long, what
@@ -49,6 +47,14 @@ RESUME_OVERRIDES = ("device", "amp", "threads", "workers", "debug", "epochs", "e
 
 class TrainingDiverged(SSTNetError):
     """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class Phase:
+    """How an epoch trains: with the backbone frozen or not, and at which total batch size (freeze training)."""
+
+    frozen: bool
+    batch_size: int
 
 
 @dataclass
@@ -91,40 +97,6 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class StopRequest:
-    """SIGINT and SIGTERM ask training to stop at the next step boundary; a second signal stops at once.
-
-    A KeyboardInterrupt raised straight from the handler can land anywhere (inside tqdm's constructor, whose
-    half-built bar then prints a traceback), so the first signal only sets a flag that the loops check.
-    """
-
-    def __init__(self, log: Callable[[str], None]):
-        self.requested = False
-        self.log = log
-
-    def _handle(self, signum: int, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.log(f"{signal.Signals(signum).name}: stopping after this step (send it again to stop at once)")
-
-    def check(self) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-
-    @contextmanager
-    def installed(self) -> Iterator[StopRequest]:
-        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-            yield self
-            return
-        previous = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
 
 
 def load_split(args: argparse.Namespace, root: Path, split: str) -> CocoGroundTruth:
@@ -202,18 +174,15 @@ class Trainer:
         check_memory(self.spec, args.batch_size // self.dist.world_size, True, self.device, note=self.log)
         self.model = self._build_model()
         self.loss_fn = YOLOLoss(self.num_classes, strides=(8,))
-        self.lr, self.min_lr = scaled_lrs(args.lr, args.lr * args.min_lr_ratio, args.batch_size, args.optimizer) \
-            if args.scale_lr else (args.lr, args.lr * args.min_lr_ratio)
+        self.lr, self.min_lr = self.scaled_lrs(args.batch_size)
         self.optimizer = build_optimizer(self.model, args.optimizer, lr=self.lr, momentum=args.momentum,
                                          weight_decay=args.weight_decay, include_all_params=args.train_all_params)
         self.ema = ModelEMA(self.model)
         self.scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" else None
         self.train_model = self._wrap_for_ddp(self.model)
 
-        self.train_sampler = EpochSubsetSampler(len(self.train_set), args.batch_size, args.epoch_fraction, args.seed,
-                                                shuffle=True, info=self.dist, name="training set")
-        self.val_sampler = EpochSubsetSampler(len(self.val_set), args.batch_size, args.val_fraction, args.seed,
-                                              shuffle=False, info=self.dist, name="validation set")
+        self.train_sampler, self.val_sampler = self.samplers(args.batch_size)
+        self.phase = Phase(False, args.batch_size)
         self.start_epoch = 0
         self.best = BestRecord("mAP50" if args.eval_period > 0 else "val_loss")
         rows = []
@@ -221,6 +190,7 @@ class Trainer:
             rows = self._load_resume_state(self.resume_state)
         elif self.dist.is_main:
             self._check_run_dir()
+        self._start_freeze_training()
         self.logger = RunLogger(self.run_dir, rows) if self.dist.is_main else None
         self.stop = StopRequest(self.log)
         self.nonfinite = NonFiniteFrames()
@@ -311,9 +281,66 @@ class Trainer:
         if self.dist.is_main:
             tqdm.write(message)
 
+    # ------------------------------------------------------------------ freeze training
+    def scaled_lrs(self, batch_size: int) -> tuple[float, float]:
+        """Base and minimum learning rates for a total batch of ``batch_size`` (scaled by batch/64 and bounded, unless
+        ``--no-scale-lr``)."""
+        args = self.args
+        if not args.scale_lr:
+            return args.lr, args.lr * args.min_lr_ratio
+        return scaled_lrs(args.lr, args.lr * args.min_lr_ratio, batch_size, args.optimizer)
+
+    def samplers(self, batch_size: int) -> tuple[EpochSubsetSampler, EpochSubsetSampler]:
+        """The training and validation samplers for a total batch of ``batch_size``."""
+        args = self.args
+        return (EpochSubsetSampler(len(self.train_set), batch_size, args.epoch_fraction, args.seed, shuffle=True,
+                                   info=self.dist, name="training set"),
+                EpochSubsetSampler(len(self.val_set), batch_size, args.val_fraction, args.seed, shuffle=False,
+                                   info=self.dist, name="validation set"))
+
+    def phase_at(self, epoch: int) -> Phase:
+        """The phase of (0-based) ``epoch``: the first ``--freeze-epochs`` train the frozen backbone at
+        ``--freeze-batch-size``, the rest everything at ``--batch-size``."""
+        args = self.args
+        if epoch < getattr(args, "freeze_epochs", 0):  # checkpoints of older runs lack the option
+            return Phase(True, args.freeze_batch_size or args.batch_size)
+        return Phase(False, args.batch_size)
+
+    def enter_phase(self, phase: Phase) -> None:
+        """Train as ``phase`` says from now on, as the release switches: the backbone's parameters frozen or not, the
+        learning rates rescaled for the phase's batch, samplers (hence DataLoaders) of that batch. The optimizer, its
+        state and the schedule carry on."""
+        set_requires_grad(self.model.backbone, not phase.frozen)
+        self.lr, self.min_lr = self.scaled_lrs(phase.batch_size)
+        self.train_sampler, self.val_sampler = self.samplers(phase.batch_size)
+        self.phase = phase
+
+    def _start_freeze_training(self) -> None:
+        """Enter the phase of the first epoch to train. Called after the DDP wrapper is built: DDP only synchronises
+        the gradients of parameters that required them when it was built, so the backbone must be trainable then."""
+        args = self.args
+        if not getattr(args, "freeze_epochs", 0):
+            return
+        first = self.phase_at(0)
+        if first.batch_size % self.dist.world_size:
+            raise SSTNetError(f"--freeze-batch-size {first.batch_size}: must be divisible by the "
+                              f"{self.dist.world_size} processes (it is the total batch over all of them)")
+        self.samplers(first.batch_size)  # a batch the data cannot fill stops the run now, not at the switch
+        self.enter_phase(self.phase_at(self.start_epoch))
+        if self.phase.frozen:
+            epochs = f"{args.freeze_epochs} epoch{'s' if args.freeze_epochs > 1 else ''}"
+            self.log(f"backbone frozen for {epochs} at batch {first.batch_size} (lr {self.lr:.3g} → "
+                     f"{self.min_lr:.3g}), then batch {args.batch_size}")
+
+    def train_mode(self) -> None:
+        """Training mode, except a frozen backbone: its BatchNorm layers keep their running statistics."""
+        self.train_model.train()
+        if self.phase.frozen:
+            self.model.backbone.eval()
+
     # ------------------------------------------------------------------ epochs
     def loader(self, dataset: SequenceDataset, sampler: EpochSubsetSampler) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.args.batch_size // self.dist.world_size, sampler=sampler,
+        return DataLoader(dataset, batch_size=self.phase.batch_size // self.dist.world_size, sampler=sampler,
                           num_workers=self.args.workers, collate_fn=sequence_collate, drop_last=True,
                           pin_memory=self.device.type == "cuda", worker_init_fn=worker_ignores_interrupts)
 
@@ -325,7 +352,7 @@ class Trainer:
 
     def train_one_epoch(self, epoch: int, lr: float) -> tuple[float, float]:
         """One pass over this epoch's subset; returns the mean total loss and mean motion loss."""
-        self.train_model.train()
+        self.train_mode()
         self.train_sampler.set_epoch(epoch)
         self.train_set.set_epoch(epoch)
         loader = self.loader(self.train_set, self.train_sampler)
@@ -416,14 +443,23 @@ class Trainer:
                      "epoch": epoch + 1, "best": vars(self.best), "rows": self.logger.rows, "rng": rng_state(),
                      "args": vars(self.args)}, self.run_dir / RESUME_NAME)
 
+    def _switch_phase(self, epoch: int) -> None:
+        """Unfreeze at the first epoch after ``--freeze-epochs``."""
+        phase = self.phase_at(epoch)
+        if phase != self.phase:
+            self.enter_phase(phase)
+            self.log(f"epoch {epoch + 1}: backbone unfrozen; batch {phase.batch_size} "
+                     f"({self.train_sampler.steps} steps per epoch), lr {self.lr:.3g} → {self.min_lr:.3g}")
+
     def fit(self, until_epoch: int | None = None) -> BestRecord:
         """Train from the start (or the resumed) epoch to ``--epochs`` (or ``until_epoch``); returns the best."""
         args = self.args
         last = min(args.epochs, until_epoch) if until_epoch is not None else args.epochs
         if self.dist.is_main:
             write_json(self.run_dir / "args.json", vars(args), indent=2)
-            self.log(f"training {len(self.train_set)} frames ({self.train_sampler.steps} steps of {args.batch_size} "
-                     f"per epoch), validating on {len(self.val_set)}; lr {self.lr:.3g} → {self.min_lr:.3g}; "
+            self.log(f"training {len(self.train_set)} frames ({self.train_sampler.steps} steps of "
+                     f"{self.phase.batch_size} per epoch), validating on {len(self.val_set)}; "
+                     f"lr {self.lr:.3g} → {self.min_lr:.3g}; "
                      f"best weights by {'val mAP50' if self.best.criterion == 'mAP50' else 'lowest val loss'}; "
                      f"run folder {self.run_dir}")
         epoch = self.start_epoch
@@ -432,7 +468,8 @@ class Trainer:
                 for epoch in range(self.start_epoch, last):
                     self.stop.check()
                     started = time.time()
-                    lr = lr_at_epoch(epoch, args.epochs, self.lr, self.min_lr)
+                    self._switch_phase(epoch)
+                    lr = lr_at_epoch(epoch, args.epochs, self.lr, self.min_lr, getattr(args, "lr_decay", "cos"))
                     set_optimizer_lr(self.optimizer, lr)
                     loss, motion = self.train_one_epoch(epoch, lr)
                     val_loss = self.validation_loss(epoch)

@@ -1,9 +1,13 @@
-"""Drawing detections and ground truth on frames (Pillow's default font, scaled to the frame; no GUI)."""
+"""Drawing detections and ground truth on frames (Pillow's default font, scaled to the frame), writing them as PNGs
+and videos, and showing them in a window where a display and OpenCV's GUI exist."""
 from __future__ import annotations
 
 import colorsys
 import contextlib
+import math
 import os
+import re
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -80,9 +84,15 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike) -> None:
 def source_fps(path: str | os.PathLike, default: float = 25.0) -> float:
     """The frame rate a video file declares (``default`` when it declares none)."""
     capture = cv2.VideoCapture(str(path))
-    fps = capture.get(cv2.CAP_PROP_FPS) if capture.isOpened() else 0.0
+    fps = capture_fps(capture, default) if capture.isOpened() else default
     capture.release()
-    return fps if fps and fps > 0 else default
+    return fps
+
+
+def capture_fps(capture: cv2.VideoCapture, default: float = 25.0) -> float:
+    """The frame rate an open capture declares (``default`` when it declares none, as many cameras and streams)."""
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    return fps if fps and math.isfinite(fps) and fps > 0 else default
 
 
 class VideoWriter:
@@ -123,3 +133,35 @@ def open_video(path: str | os.PathLike, fps: float) -> Iterator[VideoWriter]:
         full = no_space_error(RuntimeError("video writer"), path.parent if str(path.parent) else ".")
         if full is not None:
             raise full
+
+
+def window_unavailable() -> str | None:
+    """Why frames cannot be shown in a window here, or None when they can."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "no display to show frames on (DISPLAY and WAYLAND_DISPLAY are unset)"
+    if re.search(r"^\s*GUI:\s*NONE\s*$", cv2.getBuildInformation(), re.MULTILINE):
+        return ("this OpenCV has no GUI support (the opencv-python-headless build); install opencv-python to show "
+                "frames")
+    return None
+
+
+class FrameWindow:
+    """A window showing RGB frames as they are made; the user closes it with q, Esc or the window's close button."""
+
+    KEYS_TO_CLOSE = (ord("q"), 27)
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        try:
+            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+        except cv2.error as exc:
+            raise SSTNetError(f"--show: cannot open a window ({str(exc).strip().splitlines()[-1]})") from None
+
+    def show(self, rgb: np.ndarray) -> bool:
+        """Show ``rgb``; False once the user has closed the window."""
+        cv2.imshow(self.title, cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+        key = cv2.waitKey(1) & 0xFF
+        return key not in self.KEYS_TO_CLOSE and cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1
+
+    def close(self) -> None:
+        cv2.destroyWindow(self.title)
