@@ -54,7 +54,10 @@ def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
     data.add_argument("--train-ann", default="annotations/instances_train2017.json",
                       help="training COCO json, relative to --data-root unless absolute")
     data.add_argument("--val-ann", default="annotations/instances_test2017.json",
-                      help="validation COCO json, relative to --data-root unless absolute")
+                      help="validation COCO json, relative to --val-root unless absolute")
+    data.add_argument("--val-root", default=None,
+                      help="dataset folder of the validation split (default: --data-root); e.g. held-out scenes of "
+                           "another dataset, so that a test split is never used to pick the best weights")
     data.add_argument("--train-txt", default=None, help="training index txt instead of --train-ann "
                                                         "(relative frame paths are under --data-root)")
     data.add_argument("--val-txt", default=None, help="validation index txt instead of --val-ann")

@@ -165,7 +165,8 @@ class Trainer:
         self.root = resolve_dataset_root(args.data_root)
         self.train_gt = load_split(args, self.root, "train")
         train_records = self.train_gt.records + mixed_records(args, self.train_gt)
-        self.val_gt = load_split(args, self.root, "val")
+        val_root = getattr(args, "val_root", None)
+        self.val_gt = load_split(args, resolve_dataset_root(val_root) if val_root else self.root, "val")
         self.num_classes = len(self.train_gt.category_ids)
         self.train_set = SequenceDataset(train_records, self.input_shape, args.num_frame,
                                          augment=augment_config(args), seed=args.seed, source="training set")
