@@ -3,8 +3,9 @@
 Writes into --out-dir: detections.json (COCO results), metrics.json, pr_curve.txt (the authors' results format),
 pr_curve.png (with --compare: other methods' curves too) and f1_curve.png.
 
-Example:
+Examples:
     python vid_map_coco.py --weights logs/best_epoch_weights.pth --data-root /data/DAUB
+    python vid_map_coco.py --onnx onnx/ --data-root /data/DAUB      # the graphs export_onnx.py wrote, on ONNX Runtime
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     ground_truth = read_coco(ann if ann.is_absolute() else root / ann, root)
     detector = load_detector(args, len(ground_truth.category_ids))
     started = time.perf_counter()
-    result, detections = evaluate(detector.model, ground_truth, detector.settings, all_frames=args.all_frames,
+    result, detections = evaluate(detector.backend, ground_truth, detector.settings, all_frames=args.all_frames,
                                   pd_conf=args.pd_conf, pd_radius=args.pd_radius, progress=not args.quiet)
     elapsed = time.perf_counter() - started
     write_eval_outputs(args.out_dir, result, detections, args.compare)
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<{width}}  {part.line()}")
     print(result.line())
     print(f"{result.num_frames} frames, {len(detections)} detections, {elapsed:.1f} s "
-          f"({result.num_frames / max(elapsed, 1e-9):.1f} frames/s, {args.engine} engine); results in {args.out_dir}")
+          f"({result.num_frames / max(elapsed, 1e-9):.1f} frames/s, {args.engine} engine"
+          f"{' on ONNX Runtime' if args.onnx is not None else ''}); results in {args.out_dir}")
     return 0
 
 

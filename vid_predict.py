@@ -9,6 +9,7 @@ Modes:
 Examples:
   python vid_predict.py --weights logs/best_epoch_weights.pth --source /data/DAUB/images/test/data5/40.bmp
   python vid_predict.py --mode video --weights W.pth --source /data/DAUB/images/test/data5 --out data5.mp4
+  python vid_predict.py --mode video --onnx onnx/ --source clip.mp4    # exported graphs on ONNX Runtime
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from utils.errors import run_cli
 from utils.inference_cli import add_detector_arguments, check_detector_arguments, load_detector
 
 MODES = ("predict", "dir", "video", "fps")
+ENGINES = ("stream", "window")  # timed by fps mode
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv")
 
 
@@ -89,24 +91,23 @@ def main(argv: list[str] | None = None) -> int:
         categories = {c["id"]: c.get("name", str(c["id"])) for c in ground_truth.data["categories"]}
         class_names = [categories[category_id] for category_id in ground_truth.category_ids]
         truth = {record.path.resolve(): record.boxes for record in ground_truth.records}
-    detector = load_detector(args, len(class_names) if class_names is not None else None)
-    model, settings, num_frame = detector.model, detector.settings, detector.spec.num_frame
+    detector = load_detector(args, len(class_names) if class_names is not None else None,
+                             engines=ENGINES if args.mode == "fps" else None)
+    backend, settings, num_frame = detector.backend, detector.settings, detector.spec.num_frame
     if class_names is None:
-        class_names = list(detector.trained.class_names or
-                           (["target"] if model.num_classes == 1 else
-                            [f"class{index}" for index in range(model.num_classes)]))
+        class_names = list(detector.trained.labels)
 
     if args.mode == "fps":
-        return measure_fps(model, args, settings, is_video)
+        return measure_fps(detector, args, is_video)
 
     out = args.out if args.out is not None else default_out(args)
     if is_video:
         batches = video_batches(args.source, settings.input_shape, settings.batch_size, num_frame)
-        results = detect_batches(model, batches, settings, video_frame_count(args.source), not args.quiet,
+        results = detect_batches(backend, batches, settings, video_frame_count(args.source), not args.quiet,
                                  desc=args.mode)
     else:
         frames = [args.source] if args.mode == "predict" else folder_frames(args.source)
-        results = detect_plan(model, plan_frames(frames, num_frame), settings, not args.quiet, desc=args.mode,
+        results = detect_plan(backend, plan_frames(frames, num_frame), settings, not args.quiet, desc=args.mode,
                               keep_original=True)
 
     totals: Counter = Counter()
@@ -141,9 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure_fps(model, args: argparse.Namespace, settings, is_video: bool) -> int:
+def measure_fps(detector, args: argparse.Namespace, is_video: bool) -> int:
     """Frames/s of the streaming engine (ours) and of the released computation (every window through the
-    backbone T times), on the same frames decoded once beforehand, at batch 1 (per-frame latency)."""
+    backbone T times), on the same frames decoded once beforehand, at batch 1 (per-frame latency). With ``--onnx``
+    the exported graphs are timed, in the computations they were exported in."""
     import dataclasses
     import itertools
 
@@ -151,6 +153,7 @@ def measure_fps(model, args: argparse.Namespace, settings, is_video: bool) -> in
     from utils.inference import (SequenceDetector, folder_frames, frame_batches, plan_frames, postprocess,
                                  video_batches)
 
+    settings = detector.settings
     single = dataclasses.replace(settings, batch_size=1)
     if is_video:
         source = video_batches(args.source, settings.input_shape, 1, settings.num_frame)
@@ -158,23 +161,28 @@ def measure_fps(model, args: argparse.Namespace, settings, is_video: bool) -> in
         source = frame_batches(plan_frames(folder_frames(args.source), settings.num_frame), settings.input_shape, 1,
                                settings.workers)
     batches = list(itertools.islice(source, args.fps_frames))
-    device = next(model.parameters()).device
 
-    def walk(detector: SequenceDetector, frames) -> None:
-        detector.reset()
+    def walk(engine: SequenceDetector, frames) -> None:
+        engine.reset()
         for batch in frames:
-            postprocess(detector.process(batch), single)
-        synchronize(device)
+            postprocess(engine.process(batch), single)
+        synchronize(detector.device)
 
     rates = {}
-    for engine, computation in (("stream", "fast"), ("window", "released")):
-        detector = SequenceDetector(model.set_computation(computation), settings.num_frame, engine, settings.amp_dtype)
-        walk(detector, batches[:5])  # warm-up
+    runtime = " on ONNX Runtime" if detector.model is None else ""
+    for engine, computation in zip(ENGINES, ("fast", "released")):
+        if detector.model is None:
+            computation = detector.backend.computation(engine)
+        else:
+            detector.model.set_computation(computation)
+        walker = SequenceDetector(detector.backend, settings.num_frame, engine)
+        walk(walker, batches[:5])  # warm-up
         started = time.perf_counter()
-        walk(detector, batches)
+        walk(walker, batches)
         rates[engine] = len(batches) / (time.perf_counter() - started)
         print(f"{engine:6s}: {rates[engine]:7.2f} frames/s ({1000 / rates[engine]:.1f} ms/frame) over "
-              f"{len(batches)} frames at {settings.input_shape[0]}x{settings.input_shape[1]} ({computation} computation)")
+              f"{len(batches)} frames at {settings.input_shape[0]}x{settings.input_shape[1]} ({computation} "
+              f"computation{runtime})")
     print(f"streaming speed-up: {rates['stream'] / rates['window']:.2f}x")
     return 0
 
