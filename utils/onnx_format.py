@@ -35,7 +35,8 @@ LETTERBOX = ("scale by min(H/h, W/w), truncate the new size to integers, resize 
 NORMALISATION = "RGB, x = (pixel / 255 - mean) / std per channel, N×3×H×W float"
 DECODE = ("output channels (p0, p1, p2, p3, obj, cls_0..cls_{C-1}); cell (x, y) of the H/8×W/8 map: cx = (p0 + x)·8, "
           "cy = (p1 + y)·8, w = exp(p2)·8, h = exp(p3)·8 in input pixels; score = sigmoid(obj)·max_c sigmoid(cls_c); "
-          "keep score >= conf, class-wise NMS, then undo the letterbox")
+          "keep score >= conf, class-wise NMS; to frame pixels per axis: new = round(frame·min(H/h, W/w)), "
+          "centre = (centre - (input - new)/2)·frame/new, size = size·frame/new")
 
 # Where each package is needed, and how to get it (requirements-dev.txt pins them).
 PACKAGES = {"onnx": "pip install -r requirements-dev.txt (or pip install onnx onnxscript)",
