@@ -8,6 +8,7 @@ by exactly the same protocol.
 Examples:
     python vid_map_coco.py --weights logs/best_epoch_weights.pth --data-root /data/DAUB
     python vid_map_coco.py --detections other_method.json --data-root /data/DAUB
+    python vid_map_coco.py --onnx onnx/ --data-root /data/DAUB      # the graphs export_onnx.py wrote, on ONNX Runtime
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dataset root (default: the bundled synthetic DAUB-layout dataset)")
     parser.add_argument("--ann", default=DEFAULT_ANN, help="COCO json to score, relative to --data-root unless absolute"
                                                            f" (default: {DEFAULT_ANN})")
-    add_detector_arguments(parser, conf=0.001, nms=0.65, engine_aliases=("--mode",), weights_required=False)
+    add_detector_arguments(parser, conf=0.001, nms=0.65, engine_aliases=("--mode",))
     parser.add_argument("--detections", type=Path, default=None, metavar="FILE",
                         help="score this COCO results file (a JSON list of {image_id, category_id, bbox, score}) "
                              "instead of running a model (the release's map_mode 2): every figure, file and plot as "
@@ -60,9 +61,9 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, a
     from utils.errors import SSTNetError
     from utils.inference_cli import check_detector_arguments
 
-    if (args.weights is None) == (args.detections is None):
-        raise SSTNetError("--weights / --detections: give exactly one (the weights of a model to run, or a COCO "
-                          "results file to score)")
+    if sum(value is not None for value in (args.weights, args.onnx, args.detections)) != 1:
+        raise SSTNetError("--weights / --onnx / --detections: give exactly one (the weights of a model to run, the "
+                          "folder of its exported graphs, or a COCO results file to score)")
     if args.detections is not None:
         given = given_flags(parser, argv) & set(MODEL_RUN_OPTIONS)
         if given:
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         result = score_detections(ground_truth, detections, image_ids, args.pd_conf, args.pd_radius)
     else:
         detector = load_detector(args, len(ground_truth.category_ids))
-        result, detections = evaluate(detector.model, ground_truth, detector.settings, all_frames=args.all_frames,
+        result, detections = evaluate(detector.backend, ground_truth, detector.settings, all_frames=args.all_frames,
                                       pd_conf=args.pd_conf, pd_radius=args.pd_radius, progress=not args.quiet)
     elapsed = time.perf_counter() - started
     write_eval_outputs(args.out_dir, result, detections, args.compare)
@@ -119,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
               f"results in {args.out_dir}")
     else:
         print(f"{result.num_frames} frames, {len(detections)} detections, {elapsed:.1f} s "
-              f"({result.num_frames / max(elapsed, 1e-9):.1f} frames/s, {args.engine} engine); results in "
-              f"{args.out_dir}")
+              f"({result.num_frames / max(elapsed, 1e-9):.1f} frames/s, {args.engine} engine"
+              f"{' on ONNX Runtime' if args.onnx is not None else ''}); results in {args.out_dir}")
     return 0
 
 

@@ -12,6 +12,7 @@ Examples:
   python vid_predict.py --weights logs/best_epoch_weights.pth --source /data/DAUB/images/test/data5/40.bmp
   python vid_predict.py --mode video --weights W.pth --source /data/DAUB/images/test/data5 --out data5.mp4
   python vid_predict.py --mode video --weights W.pth --source 0 --show
+  python vid_predict.py --mode video --onnx onnx/ --source clip.mp4    # exported graphs on ONNX Runtime
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from utils.inference_cli import Detector
 
 MODES = ("predict", "dir", "video", "fps")
+ENGINES = ("stream", "window")  # timed by fps mode
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv")
 
 
@@ -136,13 +138,12 @@ def main(argv: list[str] | None = None) -> int:
             categories = {c["id"]: c.get("name", str(c["id"])) for c in ground_truth.data["categories"]}
             class_names = [categories[category_id] for category_id in ground_truth.category_ids]
             truth = {record.path.resolve(): record.boxes for record in ground_truth.records}
-        detector = load_detector(args, len(class_names) if class_names is not None else None)
+        detector = load_detector(args, len(class_names) if class_names is not None else None,
+                                 engines=ENGINES if args.mode == "fps" else None)
         if class_names is None:
-            num_classes = detector.model.num_classes
-            class_names = list(detector.trained.class_names or
-                               (["target"] if num_classes == 1 else [f"class{index}" for index in range(num_classes)]))
+            class_names = list(detector.trained.labels)
         if args.mode == "fps":
-            return measure_fps(detector.model, args, detector.settings, source)
+            return measure_fps(detector, args, source)
         return annotate(args, detector, source, out, capture, class_names, truth)
     finally:
         if capture is not None:
@@ -161,23 +162,24 @@ def annotate(args: argparse.Namespace, detector: Detector, source: Path | int | 
     from utils.stopping import StopRequest
     from utils.visualize import FrameWindow, capture_fps, crops, draw_frame, open_video, save_png, source_fps
 
-    model, settings, num_frame = detector.model, detector.settings, detector.spec.num_frame
+    backend, settings, num_frame = detector.backend, detector.settings, detector.spec.num_frame
     if capture is not None:
         # A live source: one frame at a time as it arrives (batch 1), however long it runs.
         fps = capture_fps(capture)
         name = f"camera{source}" if isinstance(source, int) else str(source)
         batches = capture_batches(capture, name, settings.input_shape, 1, num_frame, settings.letterbox,
                                   label=f"--source {args.source}")
-        results = detect_batches(model, batches, settings, None, not args.quiet, desc=args.mode)
+        results = detect_batches(backend, batches, settings, None, not args.quiet, desc=args.mode)
         print(f"reading {name}; Ctrl-C or SIGTERM stops and keeps the video", flush=True)
     elif is_video_file(source):
         fps = source_fps(source)
         batches = video_batches(source, settings.input_shape, settings.batch_size, num_frame, settings.letterbox)
-        results = detect_batches(model, batches, settings, video_frame_count(source), not args.quiet, desc=args.mode)
+        results = detect_batches(backend, batches, settings, video_frame_count(source), not args.quiet,
+                                 desc=args.mode)
     else:
         fps = 25.0
         frames = [source] if args.mode == "predict" else folder_frames(source)
-        results = detect_plan(model, plan_frames(frames, num_frame), settings, not args.quiet, desc=args.mode,
+        results = detect_plan(backend, plan_frames(frames, num_frame), settings, not args.quiet, desc=args.mode,
                               keep_original=True)
 
     totals: Counter = Counter()
@@ -222,9 +224,10 @@ def annotate(args: argparse.Namespace, detector: Detector, source: Path | int | 
     return 0
 
 
-def measure_fps(model, args: argparse.Namespace, settings, source: Path) -> int:
+def measure_fps(detector: Detector, args: argparse.Namespace, source: Path) -> int:
     """Frames/s of the streaming engine (ours) and of the released computation (every window through the
-    backbone T times), on the same frames decoded once beforehand, at batch 1 (per-frame latency)."""
+    backbone T times), on the same frames decoded once beforehand, at batch 1 (per-frame latency). With ``--onnx``
+    the exported graphs are timed, in the computations they were exported in."""
     import dataclasses
     import itertools
 
@@ -232,6 +235,7 @@ def measure_fps(model, args: argparse.Namespace, settings, source: Path) -> int:
     from utils.inference import (SequenceDetector, folder_frames, frame_batches, plan_frames, postprocess,
                                  video_batches)
 
+    settings = detector.settings
     single = dataclasses.replace(settings, batch_size=1)
     if is_video_file(source):
         frames = video_batches(source, settings.input_shape, 1, settings.num_frame, settings.letterbox)
@@ -239,23 +243,28 @@ def measure_fps(model, args: argparse.Namespace, settings, source: Path) -> int:
         frames = frame_batches(plan_frames(folder_frames(source), settings.num_frame), settings.input_shape, 1,
                                settings.workers, letterbox=settings.letterbox)
     batches = list(itertools.islice(frames, args.fps_frames))
-    device = next(model.parameters()).device
 
-    def walk(detector: SequenceDetector, frames) -> None:
-        detector.reset()
+    def walk(engine: SequenceDetector, frames) -> None:
+        engine.reset()
         for batch in frames:
-            postprocess(detector.process(batch), single)
-        synchronize(device)
+            postprocess(engine.process(batch), single)
+        synchronize(detector.device)
 
     rates = {}
-    for engine, computation in (("stream", "fast"), ("window", "released")):
-        detector = SequenceDetector(model.set_computation(computation), settings.num_frame, engine, settings.amp_dtype)
-        walk(detector, batches[:5])  # warm-up
+    runtime = " on ONNX Runtime" if detector.model is None else ""
+    for engine, computation in zip(ENGINES, ("fast", "released")):
+        if detector.model is None:
+            computation = detector.backend.computation(engine)
+        else:
+            detector.model.set_computation(computation)
+        walker = SequenceDetector(detector.backend, settings.num_frame, engine)
+        walk(walker, batches[:5])  # warm-up
         started = time.perf_counter()
-        walk(detector, batches)
+        walk(walker, batches)
         rates[engine] = len(batches) / (time.perf_counter() - started)
         print(f"{engine:6s}: {rates[engine]:7.2f} frames/s ({1000 / rates[engine]:.1f} ms/frame) over "
-              f"{len(batches)} frames at {settings.input_shape[0]}x{settings.input_shape[1]} ({computation} computation)")
+              f"{len(batches)} frames at {settings.input_shape[0]}x{settings.input_shape[1]} ({computation} "
+              f"computation{runtime})")
     print(f"streaming speed-up: {rates['stream'] / rates['window']:.2f}x")
     return 0
 

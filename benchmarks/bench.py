@@ -6,10 +6,13 @@ Measures (fixed seeds, warm-up, median of repeats):
 2. evaluation throughput of the vid_map_coco.py engine at batch 1 and 8, and frame decoding + letterboxing;
 3. one training step (forward, loss, backward, optimizer step): released against ours, with loss and every
    gradient checked equal (<= 1e-5 relative);
-4. parameters, GFLOPs per sample (torch.utils.flop_counter) and peak memory.
+4. parameters, GFLOPs per sample (torch.utils.flop_counter) and peak memory;
+5. on the CPU, when onnx, onnxscript and onnxruntime import: the streaming engine on the exported graphs
+   (export_onnx.py's frame.onnx and detect.onnx, CPU execution provider, as many intra-op threads as PyTorch's),
+   with its raw outputs checked against PyTorch's in the same run.
 Writes a table to stdout, readme/benchmarks.md and readme/benchmarks.json (keyed by device name).
 
-    python benchmarks/bench.py [--device cpu|cuda] [--input-size 256 512] [--quick] [--out FILE]
+    python benchmarks/bench.py [--device cpu|cuda] [--input-size 256 512] [--quick] [--no-onnx] [--out FILE]
 """
 from __future__ import annotations
 
@@ -61,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, default=None,
                         help="frames per inference walk (default: 20; --quick: 10)")
     parser.add_argument("--train-batch", type=int, default=2, help="batch of the training step (default: 2)")
+    parser.add_argument("--no-onnx", action="store_true",
+                        help="leave out the ONNX Runtime rows (default: measured on the CPU when onnx, onnxscript and "
+                             "onnxruntime import)")
     parser.add_argument("--data", type=Path, default=None,
                         help="dataset root with annotations/instances_test2017.json (default: ../shared/data/daub_real "
                              "when present, else a generated synthetic set)")
@@ -132,8 +138,9 @@ def inference_batches(root: Path, spec: ModelSpec, frames: int) -> list[FrameBat
     return list(frame_batches(plan_sequence_walk(records, spec.num_frame), spec.input_shape, 1, 0))
 
 
-def walk(model: Network, batches: list[FrameBatch], mode: str, amp_dtype) -> list:
-    detector = SequenceDetector(model, model.num_frame, mode, amp_dtype)
+def walk(model, batches: list[FrameBatch], mode: str, amp_dtype, num_frame: int | None = None) -> list:
+    """The engine's raw outputs over ``batches`` with ``model`` (a Network, or a backend with ``num_frame``)."""
+    detector = SequenceDetector(model, num_frame or model.num_frame, mode, amp_dtype)
     outputs = []
     for batch in batches:
         outputs.extend(detector.process(batch))
@@ -148,9 +155,44 @@ def matching_rows(a: np.ndarray, b: np.ndarray) -> int:
     return int(close.any(axis=1).sum())
 
 
+def onnx_runtime_version() -> str | None:
+    """onnxruntime's version when the graphs can be exported and run here (requirements-dev.txt), else None."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return None
+    return onnxruntime.__version__
+
+
+def measure_onnx(model: Network, spec: ModelSpec, batches: list[FrameBatch], reference: list, repeats: int,
+                 settings: DetectSettings) -> tuple[float, str]:
+    """ms per frame of the streaming engine on the exported frame/detect graphs (ONNX Runtime, CPU provider, as many
+    intra-op threads as PyTorch), and a check line: raw outputs and detections against PyTorch's ``reference``."""
+    from utils.onnx_backend import OnnxBackend
+    from utils.onnx_export import export_graphs, max_relative_difference
+
+    with tempfile.TemporaryDirectory(prefix="sstnet_bench_onnx_") as folder:
+        export_graphs(model, spec, model.num_classes, ["target"], folder, graphs=("frame", "detect"))
+        backend = OnnxBackend(folder, ("stream",), "cpu", torch.get_num_threads())
+        outputs = walk(backend, batches, "stream", None, model.num_frame)
+        error = max(max_relative_difference(ours.output, theirs.output) for ours, theirs in zip(outputs, reference))
+        if not error <= 1e-4:
+            raise SSTNetError(f"ONNX Runtime's streaming outputs differ from PyTorch's at {spec.input_size} by "
+                              f"{error:.1e} (max relative)")
+        ours, theirs = postprocess(outputs, settings), postprocess(reference, settings)
+        agreeing = sum(matching_rows(a, b) for a, b in zip(ours, theirs))
+        seconds = timed(lambda: walk(backend, batches, "stream", None, model.num_frame), torch.device("cpu"), repeats)
+    check = (f"S={spec.input_size}: ONNX Runtime streaming raw outputs within {error:.1e} (max relative) of PyTorch's "
+             f"in float32; {agreeing} of {sum(len(d) for d in theirs)} detections over {len(batches)} frames agree")
+    return 1000 * seconds / len(batches), check
+
+
 def measure_inference(models: dict, device: torch.device, specs: list[ModelSpec], root: Path, frames: int,
-                      repeats: int, amp: str, amp_dtype) -> tuple[dict, list[str]]:
-    """ms per frame: window (released computation, released engine) and stream (ours)."""
+                      repeats: int, amp: str, amp_dtype, onnx: bool = False) -> tuple[dict, list[str]]:
+    """ms per frame: window (released computation, released engine) and stream (ours); ``onnx``: stream on ONNX
+    Runtime too."""
     results, checks = {}, []
     for spec in specs:
         size = spec.input_size
@@ -181,6 +223,10 @@ def measure_inference(models: dict, device: torch.device, specs: list[ModelSpec]
             for mode, computation in ENGINES:
                 seconds = timed(lambda: walk(models[computation], batches, mode, None), device, repeats)
                 row[mode] = 1000 * seconds / len(batches)
+            if onnx:
+                reference = walk(models["fast"], batches, "stream", None)
+                row["stream_onnx"], check = measure_onnx(models["fast"], spec, batches, reference, repeats, settings)
+                checks.append(check)
             if amp != "none":
                 for mode, computation in ENGINES:
                     seconds = timed(lambda: walk(models[computation], batches, mode, amp_dtype), device, repeats)
@@ -321,6 +367,15 @@ def markdown(entry: dict) -> str:
             amp = key.split("_", 1)[1]
             lines.append(f"| {size} {amp} | {row[key]:.1f} | {row['stream_' + amp]:.1f} | "
                          f"{row[key] / row['stream_' + amp]:.2f}× |")
+    onnx_rows = {size: row for size, row in entry["inference"].items() if "stream_onnx" in row}
+    if onnx_rows:
+        lines += ["", f"## ONNX Runtime {entry['onnxruntime']} streaming per frame (CPU execution provider, "
+                      "as many threads as PyTorch, batch 1)", "",
+                  "| S | PyTorch (stream) ms | ONNX Runtime (stream) ms | PyTorch / ONNX Runtime |",
+                  "| --- | --- | --- | --- |"]
+        for size, row in onnx_rows.items():
+            lines.append(f"| {size} | {row['stream']:.1f} | {row['stream_onnx']:.1f} | "
+                         f"{row['stream'] / row['stream_onnx']:.2f}× |")
     lines += ["", "## Training step (forward, loss, backward, optimizer step)", "",
               "| S | batch | released s | ours s | speed-up |", "| --- | --- | --- | --- | --- |"]
     for size, row in entry["train_step"].items():
@@ -361,7 +416,9 @@ def run_benchmark(args, device, amp_dtype, specs, repeats, frames, root, argv) -
     models = {"released": released.set_computation("released"),
               "fast": copy.deepcopy(released).set_computation("fast")}
     started = time.time()
-    inference, checks = measure_inference(models, device, specs, root, frames, repeats, args.amp, amp_dtype)
+    onnx_version = onnx_runtime_version() if device.type == "cpu" and not args.no_onnx else None
+    inference, checks = measure_inference(models, device, specs, root, frames, repeats, args.amp, amp_dtype,
+                                          onnx_version is not None)
     print(f"inference done ({time.time() - started:.0f} s)", flush=True)
     evaluation = measure_evaluation(models["fast"], device, specs[0], root, 4 * frames, max(1, repeats // 2))
     evaluation["size"] = specs[0].input_size
@@ -375,6 +432,7 @@ def run_benchmark(args, device, amp_dtype, specs, repeats, frames, root, argv) -
     checks += [check_training(untouched, device, spec, args.train_batch) for spec in train_specs]
     print(f"training done ({time.time() - started:.0f} s)", flush=True)
     entry = {"device": device_name(device), "torch": torch.__version__, "date": datetime.date.today().isoformat(),
+             "onnxruntime": onnx_version,
              "command": "python benchmarks/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
              "data": str(root), "repeats": repeats, "train_batch": args.train_batch,
              "model": {"phi": specs[0].phi, "num_frame": specs[0].num_frame, "lstm_hidden": specs[0].lstm_hidden},

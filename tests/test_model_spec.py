@@ -184,7 +184,7 @@ def test_every_script_shows_the_shared_options_identically():
         return {flag: " ".join(lines) for flag, lines in blocks.items()}
 
     helps = {script: option_help(script) for script in ("train_daub.py", "train_irdst.py", "vid_map_coco.py",
-                                                        "vid_predict.py")}
+                                                        "vid_predict.py", "export_onnx.py")}
     for flag in SHARED_FLAGS:
         texts = {script: options[flag] for script, options in helps.items()}
         assert len(set(texts.values())) == 1, texts

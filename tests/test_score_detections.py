@@ -60,7 +60,7 @@ def test_exactly_one_of_weights_and_detections_and_no_model_options(dataset, wei
     results.write_text("[]")
     for argv in ([], ["--weights", weights, "--detections", results]):
         result = run_script("vid_map_coco.py", "--data-root", dataset, "--out-dir", tmp_path / "o", *argv)
-        assert_clean_error(result, "--weights / --detections: give exactly one")
+        assert_clean_error(result, "--weights / --onnx / --detections: give exactly one")
     result = run_script("vid_map_coco.py", "--detections", results, "--data-root", dataset, "--out-dir", tmp_path / "o",
                         "--conf", "0.3", "--input-size", "64")
     assert_clean_error(result, "--conf, --input-size: apply to a model run")

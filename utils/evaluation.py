@@ -13,7 +13,7 @@ import torch
 from .annotations import CocoGroundTruth, FrameRecord
 from .errors import SSTNetError
 from .fileio import ensure_dir, write_json, write_text
-from .inference import DetectSettings, detect_plan, plan_sequence_walk
+from .inference import DetectSettings, InferenceBackend, detect_plan, plan_sequence_walk
 from .metrics import EvalResult, coco_api, coco_scores, f1_confidence_curve, pd_fa
 from .plots import plot_f1_confidence, plot_pr_curves
 
@@ -54,17 +54,20 @@ def scored_records(ground_truth: CocoGroundTruth, all_frames: bool = False) -> l
     return records
 
 
-def evaluate(model: torch.nn.Module, ground_truth: CocoGroundTruth, settings: DetectSettings,
+def evaluate(model: torch.nn.Module | InferenceBackend, ground_truth: CocoGroundTruth, settings: DetectSettings,
              all_frames: bool = False, pd_conf: float = 0.5, pd_radius: float = 3.0,
              progress: bool = True) -> tuple[EvalResult, list[dict]]:
     """Detect on every annotated frame (``all_frames``: every listed frame) and score it as the paper does.
 
+    ``model``: a ``Network`` (put in eval mode for the run) or an inference backend (e.g. the ONNX graphs).
     Returns the figures and the detections as COCO results (``bbox`` = [left, top, width, height], ``score`` =
     obj · class confidence).
     """
     records = scored_records(ground_truth, all_frames)
-    was_training = model.training
-    model.eval()
+    module = model if isinstance(model, torch.nn.Module) else None
+    was_training = module is not None and module.training
+    if module is not None:
+        module.eval()
     coco_results: list[dict] = []
     try:
         for item, detections in detect_plan(model, plan_sequence_walk(records, settings.num_frame), settings,
@@ -79,7 +82,8 @@ def evaluate(model: torch.nn.Module, ground_truth: CocoGroundTruth, settings: De
                                               float(bottom[row] - top[row])],
                                      "score": float(scores[row])})
     finally:
-        model.train(was_training)
+        if module is not None:
+            module.train(was_training)
     result = score_detections(ground_truth, coco_results, [record.image_id for record in records], pd_conf, pd_radius)
     return result, coco_results
 

@@ -6,6 +6,10 @@ Two modes give the same detections:
   ONCE however many windows it belongs to (in eval mode a frame's features do not depend on its window).
 Frames are decoded and letterboxed (or stretched, ``letterbox=False``) once each, in DataLoader workers, whatever
 the mode.
+
+The engine calls the model through a backend's three graph calls (``frame_features``, ``detect``, ``window``):
+:class:`TorchBackend` runs them on a PyTorch ``Network``; ``utils.onnx_backend.OnnxBackend`` on the exported
+ONNX graphs. The walk, the cache, the decoding and the NMS are the same for both.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import sys
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -247,19 +251,60 @@ class KeyFrameOutput:
     image: np.ndarray | None = None
 
 
-class SequenceDetector:
-    """Feeds frames, in walk order, to an eval-mode ``Network`` and returns the raw output of every key frame."""
+class InferenceBackend(Protocol):
+    """The three graph calls the engine makes; inputs and outputs live on ``device`` in ``dtype``."""
 
-    def __init__(self, model: torch.nn.Module, num_frame: int, mode: str = "stream",
-                 amp_dtype: torch.dtype | None = None) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    device: torch.device
+    dtype: torch.dtype
+
+    def frame_features(self, images: torch.Tensor) -> torch.Tensor:
+        """N×3×H×W frames → what the streaming cache keeps per frame (N×…)."""
+
+    def detect(self, slots: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The T cached per-frame tensors of N windows (oldest first) → raw output N×(5+C)×H/8×W/8."""
+
+    def window(self, x: torch.Tensor) -> torch.Tensor:
+        """N×3×T×H×W windows → raw output N×(5+C)×H/8×W/8 (the released single-graph computation)."""
+
+
+class TorchBackend:
+    """The graph calls on an eval-mode ``Network`` (in its current computation), under autocast to ``amp_dtype``."""
+
+    def __init__(self, model: torch.nn.Module, amp_dtype: torch.dtype | None = None) -> None:
         self.model = model
-        self.num_frame = num_frame
-        self.mode = mode
         self.amp_dtype = amp_dtype
         parameter = next(model.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
+
+    def frame_features(self, images: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.amp_dtype):
+            return self.model.frame_features(images)
+
+    def detect(self, slots: Sequence[torch.Tensor]) -> torch.Tensor:
+        with autocast(self.device, self.amp_dtype):
+            return self.model.detect(slots)
+
+    def window(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.amp_dtype):
+            return self.model(x)[0]
+
+
+def as_backend(model: torch.nn.Module | InferenceBackend, amp_dtype: torch.dtype | None = None) -> InferenceBackend:
+    """A backend as it is, a PyTorch model wrapped in :class:`TorchBackend`."""
+    return TorchBackend(model, amp_dtype) if isinstance(model, torch.nn.Module) else model
+
+
+class SequenceDetector:
+    """Feeds frames, in walk order, to a backend (or an eval-mode ``Network``) and returns the raw output of every
+    key frame."""
+
+    def __init__(self, model: torch.nn.Module | InferenceBackend, num_frame: int, mode: str = "stream",
+                 amp_dtype: torch.dtype | None = None) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.backend = as_backend(model, amp_dtype)
+        self.num_frame = num_frame
+        self.mode = mode
         self._sequence: str | None = None
         self._cache: deque[tuple[int, torch.Tensor]] = deque(maxlen=num_frame)
 
@@ -271,9 +316,8 @@ class SequenceDetector:
     @torch.no_grad()
     def process(self, batch: FrameBatch) -> list[KeyFrameOutput]:
         """Consume a batch of consecutive frames of the walk; return the outputs of its key frames."""
-        images = batch.images.to(self.device, self.dtype, non_blocking=True)
-        with autocast(self.device, self.amp_dtype):
-            per_frame = self.model.frame_features(images) if self.mode == "stream" else images
+        images = batch.images.to(self.backend.device, self.backend.dtype, non_blocking=True)
+        per_frame = self.backend.frame_features(images) if self.mode == "stream" else images
         windows, keys = [], []
         for index, ref in enumerate(batch.refs):
             if ref.sequence != self._sequence:
@@ -287,11 +331,10 @@ class SequenceDetector:
         if not keys:
             return []
         slots = [torch.stack([window[t] for window in windows]) for t in range(self.num_frame)]
-        with autocast(self.device, self.amp_dtype):
-            if self.mode == "stream":
-                outputs = self.model.detect(slots)
-            else:
-                outputs = self.model(torch.stack(slots, dim=2))[0]
+        if self.mode == "stream":
+            outputs = self.backend.detect(slots)
+        else:
+            outputs = self.backend.window(torch.stack(slots, dim=2))
         outputs = outputs.float() if outputs.dtype in (torch.float16, torch.bfloat16) else outputs
         originals = batch.originals or [None] * len(batch.refs)
         return [KeyFrameOutput(batch.refs[index], outputs[row:row + 1], tuple(batch.shapes[index]), originals[index])
@@ -306,11 +349,12 @@ def postprocess(outputs: Sequence[KeyFrameOutput], settings: DetectSettings) -> 
                                [item.original_hw for item in outputs], settings.letterbox, settings.conf, settings.nms)
 
 
-def detect_batches(model: torch.nn.Module, batches: Iterable[FrameBatch], settings: DetectSettings,
+def detect_batches(model: torch.nn.Module | InferenceBackend, batches: Iterable[FrameBatch], settings: DetectSettings,
                    total: int | None, progress: bool = True,
                    desc: str = "detect") -> Iterator[tuple[KeyFrameOutput, np.ndarray]]:
-    """Run the engine over ``batches`` (``total`` frames for the progress bar, None for a live source); yield each
-    key frame's output and its detections (rows as :func:`postprocess` returns them)."""
+    """Run the engine with ``model`` (a backend or an eval-mode ``Network``) over ``batches`` (``total`` frames for
+    the progress bar, None for a live source); yield each key frame's output and its detections (rows as
+    :func:`postprocess` returns them)."""
     detector = SequenceDetector(model, settings.num_frame, settings.mode, settings.amp_dtype)
     nonfinite = NonFiniteFrames()
     with tqdm(total=total, desc=desc, unit="frame", disable=not progress, dynamic_ncols=True) as bar:
@@ -324,8 +368,9 @@ def detect_batches(model: torch.nn.Module, batches: Iterable[FrameBatch], settin
         tqdm.write(nonfinite.message(), file=sys.stderr)
 
 
-def detect_plan(model: torch.nn.Module, plan: Sequence[FrameRef], settings: DetectSettings, progress: bool = True,
-                desc: str = "detect", keep_original: bool = False) -> Iterator[tuple[KeyFrameOutput, np.ndarray]]:
+def detect_plan(model: torch.nn.Module | InferenceBackend, plan: Sequence[FrameRef], settings: DetectSettings,
+                progress: bool = True, desc: str = "detect",
+                keep_original: bool = False) -> Iterator[tuple[KeyFrameOutput, np.ndarray]]:
     """:func:`detect_batches` over the frames of a walk plan, decoded in ``settings.workers`` processes."""
     batches = frame_batches(plan, settings.input_shape, settings.batch_size, settings.workers, keep_original,
                             settings.letterbox)

@@ -1,34 +1,41 @@
 """Command-line options shared by the scripts that run a trained model (vid_map_coco.py, vid_predict.py) and the
-step that turns them into a ready detector: weights read, model spec resolved, device chosen, engine set up.
+step that turns them into a ready detector: weights read (or exported ONNX graphs opened), model spec resolved,
+device chosen, engine set up.
 
 Importing this module stays light (no torch) so that ``--help`` and argument errors answer at once.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 from utils.cli import check_number
 from utils.errors import SSTNetError
-from utils.model_spec import ENGINE_CHOICES, ModelSpec, add_model_arguments, resolve_spec
+from utils.model_spec import (ENGINE_CHOICES, ModelSpec, add_model_arguments, default_threads, format_input_shape,
+                              parse_input_shape, resolve_spec)
 
 if TYPE_CHECKING:
     import torch
 
     from nets import Network
-    from utils.inference import DetectSettings
+    from utils.inference import DetectSettings, InferenceBackend
     from utils.model_spec import TrainedModel
 
 
 def add_detector_arguments(parser: argparse.ArgumentParser, conf: float, nms: float,
-                           engine_aliases: tuple[str, ...] = (), weights_required: bool = True) -> None:
-    """Weights, thresholds, engine, preprocessing and batching, then the shared model options; ``conf``/``nms`` are the
-    script's defaults (spec §7 differs per script). ``engine_aliases``: older spellings of ``--engine`` still accepted.
-    ``weights_required=False``: the script checks ``--weights`` itself (it has another way to get detections)."""
-    parser.add_argument("--weights", required=weights_required,
+                           engine_aliases: tuple[str, ...] = ()) -> None:
+    """Weights (or exported graphs), thresholds, engine, preprocessing and batching, then the shared model options;
+    ``conf``/``nms`` are the script's defaults (spec §7 differs per script). ``engine_aliases``: older spellings of
+    ``--engine`` still accepted."""
+    parser.add_argument("--weights", default=None,
                         help="trained weights (a plain or wrapped state dict); the model they hold is read from their "
-                             "sidecar <weights>.json, or from their tensor shapes")
+                             "sidecar <weights>.json, or from their tensor shapes (this or --onnx)")
+    parser.add_argument("--onnx", type=Path, default=None, metavar="DIR",
+                        help="run the graphs export_onnx.py wrote into DIR on ONNX Runtime instead of PyTorch weights "
+                             "(this or --weights); the model comes from their metadata")
     engine = parser.add_argument_group("engine")
     engine.add_argument("--conf", type=float, default=conf, help=f"confidence threshold (default: {conf})")
     engine.add_argument("--nms", type=float, default=nms, help=f"NMS IoU threshold (default: {nms})")
@@ -46,9 +53,11 @@ def add_detector_arguments(parser: argparse.ArgumentParser, conf: float, nms: fl
 
 @dataclass
 class Detector:
-    """A trained model ready to run: the model, its resolved spec, what its weights said, the engine settings."""
+    """A trained model ready to run: the backend the engine calls, the PyTorch model behind it (None on ONNX
+    Runtime), the resolved spec, what the weights (or graphs) said, the engine settings."""
 
-    model: Network
+    backend: InferenceBackend
+    model: Network | None
     spec: ModelSpec
     trained: TrainedModel
     settings: DetectSettings
@@ -56,24 +65,34 @@ class Detector:
 
 
 def check_detector_arguments(args: argparse.Namespace) -> None:
-    """Range checks of the engine options, before anything slow."""
+    """Which model to run and range checks of the engine options, before anything slow."""
+    if (args.weights is None) == (args.onnx is None):
+        raise SSTNetError("--weights / --onnx: give exactly one, trained weights (--weights W.pth) or the folder of "
+                          "exported graphs (--onnx DIR)")
+    if args.onnx is not None and args.amp != "none":
+        raise SSTNetError(f"--amp {args.amp}: the ONNX graphs fix their precision (export_onnx.py --half writes "
+                          f"float16 graphs)")
     check_number("--batch-size", args.batch_size, 1)
     check_number("--workers", args.workers, 0)
     check_number("--conf", args.conf, 0, 1)
     check_number("--nms", args.nms, 0, 1)
 
 
-def load_detector(args: argparse.Namespace, num_classes: int | None = None, source: str = "--weights") -> Detector:
-    """Read ``--weights``, resolve the model spec against them, build the eval-mode model on the chosen device.
+def load_detector(args: argparse.Namespace, num_classes: int | None = None, source: str = "--weights",
+                  engines: Sequence[str] | None = None) -> Detector:
+    """Read ``--weights``, resolve the model spec against them, build the eval-mode model on the chosen device (or,
+    with ``--onnx``, open the exported graphs of ``engines``, default ``--engine``'s, on ONNX Runtime).
 
     ``num_classes`` (from the annotations, when known) must agree with the weights.
     """
     from nets.weights import read_trained_weights
     from utils.device import apply_threads, check_amp, select_device
-    from utils.inference import DetectSettings, build_model
+    from utils.inference import DetectSettings, TorchBackend, build_model
     from utils.memory import check_memory
 
     check_detector_arguments(args)
+    if args.onnx is not None:
+        return load_onnx_detector(args, num_classes, engines or (args.engine,))
     trained, state = read_trained_weights(args.weights)
     if num_classes is not None and trained.num_classes != num_classes:
         raise SSTNetError(f"{source} {args.weights}: trained for {trained.num_classes} classes, but the annotations "
@@ -87,4 +106,32 @@ def load_detector(args: argparse.Namespace, num_classes: int | None = None, sour
     model = build_model(spec, trained.num_classes, state, device, str(args.weights))
     settings = DetectSettings(spec.input_shape, spec.num_frame, args.conf, args.nms, args.engine, args.batch_size,
                               args.workers, amp_dtype, args.letterbox)
-    return Detector(model, spec, trained, settings, device)
+    return Detector(TorchBackend(model, amp_dtype), model, spec, trained, settings, device)
+
+
+def load_onnx_detector(args: argparse.Namespace, num_classes: int | None, engines: Sequence[str]) -> Detector:
+    """Open the graphs of ``--onnx`` for ``engines`` and take the model spec from their metadata; flags that
+    contradict it (model, input size, computation, classes) are errors."""
+    from utils.device import apply_threads
+    from utils.inference import DetectSettings
+    from utils.onnx_backend import OnnxBackend
+
+    flags = resolve_spec(args, engine=args.engine)  # the flags alone, checked before the graphs are opened
+    threads = flags.threads if flags.threads is not None else default_threads(args.workers)
+    apply_threads(threads, args.workers)
+    backend = OnnxBackend(args.onnx, engines, flags.device, threads)
+    info, where = backend.info, f"--onnx {args.onnx}"
+    if num_classes is not None and info.num_classes != num_classes:
+        raise SSTNetError(f"{where}: exported for {info.num_classes} classes, but the annotations have {num_classes}")
+    if args.input_size is not None and parse_input_shape(args.input_size) != info.input_shape:
+        raise SSTNetError(f"--input-size {args.input_size}: the graphs in {args.onnx} take "
+                          f"{format_input_shape(info.input_shape)} (export again with --input-size {args.input_size})")
+    computation = backend.computation(args.engine)
+    if args.computation is not None and args.computation != computation:
+        raise SSTNetError(f"--computation {args.computation}: the {args.engine} graphs in {args.onnx} compute the "
+                          f"{computation} computation")
+    trained = info.trained_model(str(args.onnx))
+    spec = dataclasses.replace(resolve_spec(args, trained, engine=args.engine), computation=computation)
+    settings = DetectSettings(spec.input_shape, spec.num_frame, args.conf, args.nms, args.engine, args.batch_size,
+                              args.workers, None, args.letterbox)
+    return Detector(backend, None, spec, trained, settings, backend.device)

@@ -123,7 +123,8 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class TrainedModel:
-    """What a weights file says about the model it holds: from its sidecar, else inferred from tensor shapes.
+    """What a weights file says about the model it holds: from its sidecar, else inferred from tensor shapes (or
+    what exported ONNX graphs say about theirs).
 
     ``input_shape`` is None when only shapes were available (they do not tell the size the model was trained at).
     """
@@ -137,10 +138,20 @@ class TrainedModel:
     class_names: tuple[str, ...] | None = None
     from_sidecar: bool = False
     extra: dict = field(default_factory=dict)
+    described_by: str | None = None  # what described the model when not its weights (e.g. "ONNX metadata")
 
     @property
     def origin(self) -> str:
+        if self.described_by is not None:
+            return f"{self.source} ({self.described_by})"
         return f"{self.source} (sidecar)" if self.from_sidecar else f"{self.source} (from its tensor shapes)"
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The class names, or ``target`` (one class) / ``class0``, ``class1``... when none were stored."""
+        if self.class_names is not None:
+            return self.class_names
+        return ("target",) if self.num_classes == 1 else tuple(f"class{index}" for index in range(self.num_classes))
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, several_sizes: bool = False,
