@@ -43,8 +43,8 @@ from utils.device import apply_threads, check_amp, select_device, synchronize  #
 from utils.errors import SSTNetError, run_cli  # noqa: E402
 from utils.fileio import write_json, write_text  # noqa: E402
 from utils.model_spec import ModelSpec, add_model_arguments, resolve_spec  # noqa: E402
-from utils.inference import (DetectSettings, FrameBatch, SequenceDetector, frame_batches, plan_sequence_walk,  # noqa: E402
-                             postprocess)
+from utils.inference import (DetectSettings, FrameBatch, SequenceDetector, TorchBackend, frame_batches,  # noqa: E402
+                             plan_sequence_walk, postprocess)
 from utils.sequence import window_numbers  # noqa: E402
 from utils.synthetic import SyntheticConfig, generate_dataset  # noqa: E402
 
@@ -147,6 +147,21 @@ def walk(model, batches: list[FrameBatch], mode: str, amp_dtype, num_frame: int 
     return outputs
 
 
+def matching_boxes(a: np.ndarray, b: np.ndarray, iou: float = 0.9, score: float = 0.02) -> int:
+    """How many detection rows of ``a`` have one in ``b`` of the same class, overlapping it by IoU >= ``iou`` and
+    scoring within ``score`` of it: equality up to a low precision's rounding."""
+    if not len(a) or not len(b):
+        return 0
+    top, left = np.maximum(a[:, None, 0], b[None, :, 0]), np.maximum(a[:, None, 1], b[None, :, 1])
+    bottom, right = np.minimum(a[:, None, 2], b[None, :, 2]), np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(bottom - top, 0, None) * np.clip(right - left, 0, None)
+    area = lambda rows: (rows[:, 2] - rows[:, 0]) * (rows[:, 3] - rows[:, 1])  # noqa: E731
+    overlap = inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+    same = ((overlap >= iou) & (a[:, None, 6] == b[None, :, 6])
+            & (np.abs(a[:, None, 4] * a[:, None, 5] - b[None, :, 4] * b[None, :, 5]) <= score))
+    return int(same.any(axis=1).sum())
+
+
 def matching_rows(a: np.ndarray, b: np.ndarray) -> int:
     """How many detection rows of ``a`` have an equal row (to float32 rounding) in ``b``."""
     if not len(a) or not len(b):
@@ -228,9 +243,18 @@ def measure_inference(models: dict, device: torch.device, specs: list[ModelSpec]
                 row["stream_onnx"], check = measure_onnx(models["fast"], spec, batches, reference, repeats, settings)
                 checks.append(check)
             if amp != "none":
+                # As the scripts run --amp: autocast, the model and frames channels-last (utils.inference).
                 for mode, computation in ENGINES:
-                    seconds = timed(lambda: walk(models[computation], batches, mode, amp_dtype), device, repeats)
+                    backend = TorchBackend(copy.deepcopy(models[computation]), amp_dtype, channels_last=True)
+                    seconds = timed(lambda: walk(backend, batches, mode, None, spec.num_frame), device, repeats)
                     row[f"{mode}_{amp}"] = 1000 * seconds / len(batches)
+                    if mode == "stream":
+                        mixed = postprocess(walk(backend, batches, mode, None, spec.num_frame), settings)
+                agreeing = sum(matching_boxes(a, b) for a, b in zip(mixed, single["stream"]))
+                checks.append(f"S={size}: streaming under {amp} autocast finds {sum(len(d) for d in mixed)} "
+                              f"detections, {agreeing} of them matching a float32 one (same class, IoU >= 0.9, score "
+                              f"within 0.02) over {len(batches)} frames (float32: "
+                              f"{sum(len(d) for d in single['stream'])})")
         results[size] = row
     return results, checks
 
@@ -366,7 +390,8 @@ def markdown(entry: dict) -> str:
         for key in sorted(k for k in row if "_" in k and k.startswith("window_")):
             amp = key.split("_", 1)[1]
             lines.append(f"| {size} {amp} | {row[key]:.1f} | {row['stream_' + amp]:.1f} | "
-                         f"{row[key] / row['stream_' + amp]:.2f}× |")
+                         f"{row[key] / row['stream_' + amp]:.2f}× (streaming {amp} vs float32: "
+                         f"{row['stream'] / row['stream_' + amp]:.2f}×) |")
     onnx_rows = {size: row for size, row in entry["inference"].items() if "stream_onnx" in row}
     if onnx_rows:
         lines += ["", f"## ONNX Runtime {entry['onnxruntime']} streaming per frame (CPU execution provider, "

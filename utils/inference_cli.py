@@ -106,7 +106,9 @@ def load_detector(args: argparse.Namespace, num_classes: int | None = None, sour
     model = build_model(spec, trained.num_classes, state, device, str(args.weights))
     settings = DetectSettings(spec.input_shape, spec.num_frame, args.conf, args.nms, args.engine, args.batch_size,
                               args.workers, amp_dtype, args.letterbox)
-    return Detector(TorchBackend(model, amp_dtype), model, spec, trained, settings, device)
+    # Mixed precision runs channels-last: the layout bf16/fp16 convolutions want (TorchBackend).
+    return Detector(TorchBackend(model, amp_dtype, channels_last=amp_dtype is not None), model, spec, trained,
+                    settings, device)
 
 
 def load_onnx_detector(args: argparse.Namespace, num_classes: int | None, engines: Sequence[str]) -> Detector:
