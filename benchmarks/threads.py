@@ -20,11 +20,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import benchmark_data  # noqa: E402  (this folder is on the path of a script run from it)
 from utils.cli import check_number, make_parser  # noqa: E402
 from utils.errors import SSTNetError, run_cli  # noqa: E402
 from utils.fileio import write_json  # noqa: E402
 
-DAUB_REAL = REPO.parent / "shared" / "data" / "daub_real"
 THREADS = (1, 2)
 WORKERS = (0, 1, 2)
 # The CPU demo model: what a user of this machine trains and evaluates.
@@ -107,17 +107,6 @@ def measure(kind: str, threads: int | None, workers: int, data: Path, args: argp
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def dataset(root: Path | None, work: Path) -> Path:
-    if root is not None:
-        return root
-    if (DAUB_REAL / "annotations" / "instances_test2017.json").exists():
-        return DAUB_REAL
-    from utils.synthetic import SyntheticConfig, generate_dataset
-    generate_dataset(work, SyntheticConfig(train_sequences=1, test_sequences=1, frames_per_sequence=80),
-                     progress=False)
-    return work
-
-
 def table(results: dict) -> str:
     lines = ["| load | threads | workers | train s/step | eval frames/s |", "| --- | --- | --- | --- | --- |"]
     for load, rows in results.items():
@@ -140,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     check_number("--frames", args.frames, 8)
     import tempfile
     with tempfile.TemporaryDirectory(prefix="sstnet_threads_") as work:
-        data = dataset(args.data, Path(work))
+        data = benchmark_data(args.data, Path(work))
         settings = [(threads, workers, False) for threads in THREADS for workers in WORKERS] + [(None, 2, True)]
         results = {}
         for load in ("quiet", "busy"):

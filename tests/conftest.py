@@ -68,3 +68,39 @@ def assert_clean_error(result, *fragments):
     assert "Traceback" not in result.stderr, result.stderr
     for fragment in fragments:
         assert fragment in lines[-1], (fragment, lines[-1])
+
+
+def calibrated_tiny_model(num_classes: int, num_frame: int, shape: tuple[int, int]):
+    """A tiny nano model whose output depends strongly on every frame: the parity recipe's weights with BatchNorm
+    statistics measured on random windows, as training would (untouched statistics let an untrained deep net's
+    signal fade until every frame gives the same output). Train mode is left; callers choose eval or double."""
+    import torch
+
+    from nets import Network
+    from parity_recipe import make_state
+    model = Network(num_classes, num_frame, "nano", lstm_hidden=8)
+    layout = [(key, tuple(value.shape), str(value.dtype)) for key, value in model.state_dict().items()]
+    model.load_state_dict(make_state(layout))
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(4, 3, num_frame, *shape, generator=generator))
+    return model
+
+
+def prior_weights(folder: Path, prior: float = 0.5) -> Path:
+    """Untrained nano weights (T = 5, motion branch 8 wide) whose head prior gives detections of many scores on
+    every frame, written to ``folder/tiny.pth``."""
+    import torch
+
+    from nets import Network
+    torch.manual_seed(0)
+    model = Network(1, 5, "nano", lstm_hidden=8)
+    model.head.initialize_biases(prior)
+    path = folder / "tiny.pth"
+    torch.save(model.state_dict(), path)
+    return path

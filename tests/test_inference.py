@@ -3,9 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_frames
-from nets import Network
-from parity_recipe import make_state, relative_error
+from conftest import calibrated_tiny_model, write_frames
+from parity_recipe import relative_error
 from utils.annotations import FrameRecord
 from utils.inference import DetectSettings, SequenceDetector, detect_plan, frame_batches, plan_sequence_walk
 
@@ -28,21 +27,8 @@ def test_plan_reads_each_needed_frame_once_with_clamped_windows(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    model = Network(num_classes=2, num_frame=3, phi="nano", lstm_hidden=8)
-    # The parity recipe's weights, with BatchNorm statistics measured on random inputs as training would, give
-    # an output that depends strongly on every frame, so a wrong frame order or cache would show.
-    layout = [(key, tuple(value.shape), str(value.dtype)) for key, value in model.state_dict().items()]
-    model.load_state_dict(make_state(layout))
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.randn(4, 3, 3, 64, 96, generator=generator))
     # Float64, so float rounding (which depends on how frames are batched) stays far below the 1e-5 criterion.
-    return model.double().eval()
+    return calibrated_tiny_model(2, 3, (64, 96)).double().eval()
 
 
 def moving_sequence(folder, count, rng):

@@ -15,9 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
-from conftest import REPO, assert_clean_error, run_script
+from conftest import REPO, assert_clean_error, prior_weights, run_script
 from nets import Network
 
 MODEL = ["--input-size", "64", "--phi", "nano", "--workers", "0", "--quiet"]
@@ -26,12 +25,8 @@ LONG = 3000  # frames of the stream a test stops early
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("weights") / "tiny.pth"
-    torch.manual_seed(0)
-    model = Network(1, 5, "nano", lstm_hidden=8)
-    model.head.initialize_biases(0.5)
-    torch.save(model.state_dict(), path)
-    return path
+    """Untrained nano weights whose head prior gives detections of many scores on every frame."""
+    return prior_weights(tmp_path_factory.mktemp("weights"))
 
 
 def write_video(path: Path, frames: int, height: int, width: int) -> Path:

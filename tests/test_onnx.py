@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_clean_error, run_script
+from conftest import assert_clean_error, calibrated_tiny_model, run_script
 from nets import Network
-from parity_recipe import make_state
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -31,20 +30,9 @@ TOLERANCE = 1e-4  # the issue's bound on max |ONNX − PyTorch| / max |PyTorch| 
 
 
 def calibrated_model() -> Network:
-    """A tiny model whose output depends strongly on every frame: the parity recipe's weights with BatchNorm
-    statistics measured on random windows (as training would), and YOLOX's head prior so that scores spread
-    around 0.25 and the engine finds boxes at any threshold used here."""
-    model = Network(1, T, "nano", lstm_hidden=8)
-    layout = [(key, tuple(value.shape), str(value.dtype)) for key, value in model.state_dict().items()]
-    model.load_state_dict(make_state(layout))
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.randn(4, 3, T, *SHAPE, generator=generator))
+    """The calibrated tiny model with YOLOX's head prior, so that scores spread around 0.25 and the engine finds
+    boxes at any threshold used here."""
+    model = calibrated_tiny_model(1, T, SHAPE)
     model.head.initialize_biases(0.5)
     return model.eval()
 

@@ -6,10 +6,8 @@ import sys
 import cv2
 import numpy as np
 import pytest
-import torch
 
-from conftest import REPO
-from nets import Network
+from conftest import REPO, prior_weights
 
 MODEL = ["--input-size", "64", "--phi", "nano", "--workers", "0", "--quiet"]
 
@@ -21,12 +19,7 @@ def run(*argv):
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """A tiny model whose head prior gives a handful of confident detections per frame."""
-    path = tmp_path_factory.mktemp("weights") / "tiny.pth"
-    torch.manual_seed(0)
-    model = Network(1, 5, "nano", lstm_hidden=8)
-    model.head.initialize_biases(0.5)
-    torch.save(model.state_dict(), path)
-    return path
+    return prior_weights(tmp_path_factory.mktemp("weights"))
 
 
 def test_vid_map_coco_on_real_daub(daub_real, weights, tmp_path):

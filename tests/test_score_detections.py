@@ -4,10 +4,8 @@ import json
 import math
 
 import pytest
-import torch
 
-from conftest import assert_clean_error, run_script, tiny_synthetic_dataset
-from nets import Network
+from conftest import assert_clean_error, prior_weights, run_script, tiny_synthetic_dataset
 from utils.annotations import read_coco
 from utils.errors import SSTNetError
 from utils.evaluation import read_coco_results
@@ -23,12 +21,7 @@ def dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """A tiny model whose head prior gives detections of many scores on every frame."""
-    path = tmp_path_factory.mktemp("weights") / "tiny.pth"
-    torch.manual_seed(0)
-    model = Network(1, 5, "nano", lstm_hidden=8)
-    model.head.initialize_biases(0.5)
-    torch.save(model.state_dict(), path)
-    return path
+    return prior_weights(tmp_path_factory.mktemp("weights"))
 
 
 @pytest.fixture(scope="module")

@@ -50,20 +50,23 @@ def _resolve(path_text: str, root: Path | None) -> Path:
     return path if path.is_absolute() or root is None else root / path
 
 
-def _load_json(json_path: Path) -> Any:
+def load_json(path: Path, where: str | None = None, what: str = "COCO json") -> Any:
+    """Parse a JSON file; a missing, unreadable or malformed one is a one-line error naming ``where`` (default: the
+    path) and saying what was expected (``what``)."""
+    where = where or str(path)
     try:
-        with open(json_path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except FileNotFoundError:
-        raise SSTNetError(f"{json_path}: annotation file not found") from None
+        raise SSTNetError(f"{where}: file not found") from None
     except IsADirectoryError:
-        raise SSTNetError(f"{json_path}: is a folder, expected a COCO json file") from None
+        raise SSTNetError(f"{where}: is a folder, expected a {what} file") from None
     except UnicodeDecodeError:
-        raise SSTNetError(f"{json_path}: not a text file, expected COCO json") from None
+        raise SSTNetError(f"{where}: not a text file, expected {what}") from None
     except json.JSONDecodeError as exc:
-        raise SSTNetError(f"{json_path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        raise SSTNetError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     except OSError as exc:
-        raise SSTNetError(f"{json_path}: cannot read ({exc.strerror or exc})") from None
+        raise SSTNetError(f"{where}: cannot read ({exc.strerror or exc})") from None
 
 
 def _require(entry: Any, keys: tuple[str, ...], where: str) -> None:
@@ -95,7 +98,9 @@ def read_coco(json_path: str | os.PathLike, root: str | os.PathLike | None = Non
     """
     json_path = Path(json_path)
     root = Path(root) if root is not None else None
-    data = _load_json(json_path)
+    if not json_path.exists():
+        raise SSTNetError(f"{json_path}: annotation file not found")
+    data = load_json(json_path)
     name = json_path.name
     if not isinstance(data, dict):
         raise SSTNetError(f"{json_path}: expected a COCO object with 'images', 'annotations' and 'categories'")

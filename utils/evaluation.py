@@ -1,7 +1,6 @@
 """The evaluation engine shared by ``vid_map_coco.py`` and the evaluation inside training (spec §8)."""
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .annotations import CocoGroundTruth, FrameRecord
+from .annotations import CocoGroundTruth, FrameRecord, load_json
 from .errors import SSTNetError
 from .fileio import ensure_dir, write_json, write_text
 from .inference import DetectSettings, InferenceBackend, detect_plan, plan_sequence_walk
@@ -112,18 +111,7 @@ def read_coco_results(path: str | os.PathLike, ground_truth: CocoGroundTruth, an
     those keys, numbers as floats."""
     path = Path(path)
     where = f"{flag} {path}"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SSTNetError(f"{where}: file not found") from None
-    except IsADirectoryError:
-        raise SSTNetError(f"{where}: is a folder, expected a COCO results json file") from None
-    except UnicodeDecodeError:
-        raise SSTNetError(f"{where}: not a text file, expected COCO results json") from None
-    except json.JSONDecodeError as exc:
-        raise SSTNetError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    except OSError as exc:
-        raise SSTNetError(f"{where}: cannot read ({exc.strerror or exc})") from None
+    data = load_json(path, where, "COCO results json")
     if not isinstance(data, list):
         raise SSTNetError(f"{where}: expected a list of COCO results ({{{', '.join(RESULT_KEYS)}}}), "
                           f"got a JSON {type(data).__name__}")
