@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     parser.add_argument("--child", choices=("train", "eval"), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--workers", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
@@ -59,7 +59,9 @@ def child(args: argparse.Namespace) -> dict:
     from utils.dataloader import SequenceDataset, sequence_collate
     from utils.device import apply_threads
     from utils.inference import DetectSettings, detect_plan, plan_sequence_walk
+    from utils.model_spec import resolve_workers
 
+    resolve_workers(args)  # the scripts' default when the setting leaves --workers out
     threads = apply_threads(args.threads, args.workers)
     torch.manual_seed(0)
     model = Network(1, MODEL["num_frame"], MODEL["phi"], lstm_hidden=MODEL["lstm_hidden"])
@@ -84,20 +86,22 @@ def child(args: argparse.Namespace) -> dict:
             if step >= 3:
                 times.append(now - started)
             started = now
-        return {"threads": threads, "seconds_per_step": statistics.median(times)}
+        return {"threads": threads, "workers": args.workers, "seconds_per_step": statistics.median(times)}
     plan = plan_sequence_walk(ground_truth.records[:args.frames], MODEL["num_frame"])
     settings = DetectSettings(MODEL["input_shape"], MODEL["num_frame"], batch_size=EVAL_BATCH, workers=args.workers)
     model.eval()
     list(detect_plan(model, plan[:16], settings, progress=False))  # warm-up
     started = time.perf_counter()
     keys = sum(1 for _ in detect_plan(model, plan, settings, progress=False))
-    return {"threads": threads, "frames_per_second": keys / (time.perf_counter() - started),
+    return {"threads": threads, "workers": args.workers, "frames_per_second": keys / (time.perf_counter() - started),
             "frames": int(np.sum([ref.is_key for ref in plan]))}
 
 
 def measure(kind: str, threads: int | None, workers: int, data: Path, args: argparse.Namespace) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--workers", str(workers), "--data",
-               str(data), "--steps", str(args.steps), "--frames", str(args.frames)]
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--data", str(data), "--steps",
+               str(args.steps), "--frames", str(args.frames)]
+    if workers is not None:
+        command += ["--workers", str(workers)]
     if threads is not None:
         command += ["--threads", str(threads)]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
@@ -108,14 +112,15 @@ def measure(kind: str, threads: int | None, workers: int, data: Path, args: argp
 
 
 def table(results: dict) -> str:
-    lines = ["| load | threads | workers | train s/step | eval frames/s |", "| --- | --- | --- | --- | --- |"]
+    lines = ["| load | threads/workers | train s/step | eval frames/s |", "| --- | --- | --- | --- |"]
     for load, rows in results.items():
         best_train = min(row["train"]["seconds_per_step"] for row in rows)
         best_eval = max(row["eval"]["frames_per_second"] for row in rows)
         for row in rows:
             train, evaluate = row["train"]["seconds_per_step"], row["eval"]["frames_per_second"]
-            name = f"default ({row['train']['threads']})" if row["default"] else str(row["threads"])
-            lines.append(f"| {load} | {name} | {row['workers']} | {train:.3f} ({train / best_train:.2f}× best) | "
+            chosen = {f"{row[kind]['threads']}/{row[kind]['workers']}" for kind in ("train", "eval")}
+            name = f"default ({', '.join(sorted(chosen))})" if row["default"] else f"{row['threads']}/{row['workers']}"
+            lines.append(f"| {load} | {name} | {train:.3f} ({train / best_train:.2f}× best) | "
                          f"{evaluate:.1f} ({best_eval / evaluate:.2f}× best) |")
     return "\n".join(lines)
 
@@ -130,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
     with tempfile.TemporaryDirectory(prefix="sstnet_threads_") as work:
         data = benchmark_data(args.data, Path(work))
-        settings = [(threads, workers, False) for threads in THREADS for workers in WORKERS] + [(None, 2, True)]
+        settings = [(threads, workers, False) for threads in THREADS for workers in WORKERS] + [(None, None, True)]
         results = {}
         for load in ("quiet", "busy"):
             hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if load == "busy" else None
@@ -142,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                            "train": measure("train", threads, workers, data, args),
                            "eval": measure("eval", threads, workers, data, args)}
                     results[load].append(row)
-                    print(f"{load}: threads {threads if threads else 'default'} workers {workers}: "
+                    print(f"{load}: threads {threads or 'default'} workers {'default' if workers is None else workers}: "
                           f"{row['train']['seconds_per_step']:.3f} s/step, {row['eval']['frames_per_second']:.1f} "
                           "frames/s", flush=True)
             finally:

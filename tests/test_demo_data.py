@@ -1,4 +1,4 @@
-"""The committed json/ files and index txts are exactly what `make demo` regenerates from the default seed."""
+"""The committed json/ files and index txts are exactly what `make data` regenerates from the default seed."""
 import subprocess
 import sys
 

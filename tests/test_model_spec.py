@@ -194,3 +194,46 @@ def test_every_script_shows_the_shared_options_identically():
     for flag in SHARED_FLAGS:
         if flag not in ("--computation", "--input-size"):
             assert bench[flag] == helps["vid_map_coco.py"][flag], flag
+
+
+def fake_cpu_times(monkeypatch, *snapshots):
+    """Make /proc/stat answer ``snapshots`` in turn: {cpu: (idle, total)} jiffies, all CPUs allowed."""
+    import utils.model_spec as model_spec
+    answers = iter(snapshots)
+    monkeypatch.setattr(model_spec, "cpu_times", lambda cpus: next(answers))
+    monkeypatch.setattr(model_spec.os, "sched_getaffinity", lambda pid: set(snapshots[0]), raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    return model_spec
+
+
+def test_default_threads_count_the_cpus_idle_at_start_less_the_workers(monkeypatch):
+    start = {0: (100, 1000), 1: (100, 1000)}
+    model_spec = fake_cpu_times(monkeypatch, start, {0: (110, 1010), 1: (110, 1010)})
+    assert model_spec.default_threads(0) == 2  # both idle: a quiet machine
+    model_spec = fake_cpu_times(monkeypatch, start, {0: (110, 1010), 1: (100, 1010)})
+    assert model_spec.default_threads(0) == 1  # another process keeps one CPU busy
+    model_spec = fake_cpu_times(monkeypatch, start, {0: (110, 1010), 1: (108, 1010)})
+    assert model_spec.default_threads(0) == 2  # 80 % idle counts as free
+    model_spec = fake_cpu_times(monkeypatch, start, {0: (110, 1010), 1: (106, 1010)})
+    assert model_spec.default_threads(0) == 1  # 60 % idle does not
+    model_spec = fake_cpu_times(monkeypatch, start, {0: (110, 1010), 1: (110, 1010)})
+    assert model_spec.default_threads(1) == 1  # one per DataLoader worker
+    model_spec = fake_cpu_times(monkeypatch, start, {0: (100, 1010), 1: (100, 1010)})
+    assert model_spec.default_threads(2) == 1  # never fewer than one
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert model_spec.default_threads(0) == 3  # the environment says so
+
+
+def test_idle_cpus_measures_this_machine_within_its_cpus():
+    from utils.model_spec import available_cpus, idle_cpus
+    assert 0.0 <= idle_cpus(0.05) <= available_cpus() + 1e-6
+
+
+@pytest.mark.parametrize("cpus, workers", [(1, 0), (2, 0), (3, 1), (4, 2), (16, 2)])
+def test_default_workers_leave_two_cpus_to_the_compute(monkeypatch, cpus, workers):
+    import utils.model_spec as model_spec
+    monkeypatch.setattr(model_spec, "available_cpus", lambda: cpus)
+    assert model_spec.default_workers() == workers
+    index = TRAIN.index("--workers")
+    args = parse_args(["--save-dir", "unused", *TRAIN[:index], *TRAIN[index + 2:]], DAUB)
+    assert args.workers == workers and "workers" not in args.given

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import cv2
@@ -175,11 +176,25 @@ def test_sigterm_in_evaluation_and_prediction_ends_like_ctrl_c(daub_real, weight
     out = tmp_path / "out"
     argv = (["--data-root", daub_real, "--out-dir", out] if script == "vid_map_coco.py" else
             ["--mode", "video", "--source", daub_real / "images/test/data5", "--out", out / "v.mp4"])
+    # 640 px keeps the walk seconds long on a fast machine; the signal goes once the progress bar has started.
     process = subprocess.Popen([sys.executable, script, "--weights", str(weights), *map(str, argv), "--workers", "0",
-                                "--device", "cpu"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(8)  # past start-up, inside the walk
+                                "--device", "cpu", "--input-size", "640"], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    chunks = []
+
+    def read_stderr():
+        while character := process.stderr.read(1):
+            chunks.append(character)
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while "%|" not in "".join(chunks) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
+    process.wait(timeout=60)
+    reader.join(timeout=10)
+    stderr = "".join(chunks)
     assert process.returncode == 143, stderr
     assert stderr.rstrip().endswith("terminated") and "Traceback" not in stderr
     assert not out.exists() or not leftovers(out)

@@ -3,10 +3,12 @@ split of its own, and the augmentation that breaks the memory of one scene."""
 import csv
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 
-from conftest import assert_clean_error, run_script, tiny_synthetic_dataset
+from conftest import REPO, assert_clean_error, run_script, tiny_synthetic_dataset
 from utils.train_cli import DAUB, parse_args
 from utils.trainer import Trainer
 
@@ -70,3 +72,32 @@ def test_augmentation_makes_one_scene_generalise_to_another(tmp_path):
     assert augmented.returncode == 0, augmented.stderr[-2000:]
     assert final_map(tmp_path / "plain") < 5.0
     assert final_map(tmp_path / "augmented") >= 15.0
+
+
+def make_real(tmp_path, data, *variables):
+    """`make real` shortened to a few steps, with this Python and its outputs under ``tmp_path``."""
+    return subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", "real", f"PY={sys.executable}",
+                           f"DATA={data}", f"REAL_OUT={tmp_path / 'out'}", f"REAL_SYNTHETIC={tmp_path / 'synthetic'}",
+                           *variables], cwd=REPO, capture_output=True, text=True, timeout=900)
+
+
+def test_make_real_trains_on_the_clips_and_the_synthetic_mix_and_scores_the_unseen_split(daub_real, tmp_path):
+    result = make_real(tmp_path, daub_real, "REAL_EPOCHS=1", "REAL_EPOCH_FRACTION=0.01")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    run = tmp_path / "out" / "train"
+    sidecar = json.loads((run / "best_epoch_weights.pth.json").read_text())
+    assert sidecar["data_root"] == str(daub_real) and sidecar["mix_data"] == [str(tmp_path / "synthetic")]
+    assert sidecar["model"]["phi"] == "nano" and sidecar["model"]["input_size"] == [256, 256]
+    args = json.loads((run / "args.json").read_text())
+    assert args["val_root"] == str(tmp_path / "synthetic") and args["translate"] == 0.25
+    assert final_map(run) >= 0.0  # the picking evaluation ran, on the synthetic test split
+    per_sequence = json.loads((tmp_path / "out" / "map" / "per_sequence.json").read_text())
+    assert set(per_sequence) == {"images/test/data5", "images/test/data6"}
+    assert f"unseen scenes ({daub_real} test split): mAP50" in result.stdout
+
+
+def test_make_real_names_a_data_folder_without_annotations(tmp_path):
+    result = make_real(tmp_path, tmp_path / "nowhere")
+    assert result.returncode != 0
+    assert f"DATA={tmp_path / 'nowhere'}: no annotations/instances_train2017.json" in result.stdout
+    assert not (tmp_path / "out").exists()

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Sequence
 
 from utils.cli import check_number
 from utils.errors import SSTNetError
-from utils.model_spec import (ENGINE_CHOICES, ModelSpec, add_model_arguments, default_threads, format_input_shape,
-                              parse_input_shape, resolve_spec)
+from utils.model_spec import (ENGINE_CHOICES, WORKERS_HELP, ModelSpec, add_model_arguments, default_threads,
+                              format_input_shape, parse_input_shape, resolve_spec, resolve_workers)
 
 if TYPE_CHECKING:
     import torch
@@ -47,7 +47,7 @@ def add_detector_arguments(parser: argparse.ArgumentParser, conf: float, nms: fl
                              "letterbox_image=False); boxes are mapped back exactly (default: letterbox, as in "
                              "training)")
     engine.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default: 8)")
-    engine.add_argument("--workers", type=int, default=2, help="frame-decoding worker processes (default: 2)")
+    engine.add_argument("--workers", type=int, default=None, help=WORKERS_HELP)
     add_model_arguments(parser)
 
 
@@ -73,6 +73,7 @@ def check_detector_arguments(args: argparse.Namespace) -> None:
         raise SSTNetError(f"--amp {args.amp}: the ONNX graphs fix their precision (export_onnx.py --half writes "
                           f"float16 graphs)")
     check_number("--batch-size", args.batch_size, 1)
+    resolve_workers(args)
     check_number("--workers", args.workers, 0)
     check_number("--conf", args.conf, 0, 1)
     check_number("--nms", args.nms, 0, 1)

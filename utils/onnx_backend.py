@@ -49,6 +49,9 @@ class OnnxBackend:
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
+        # Idle intra-op threads sleep instead of spinning: streaming at 512 on 2 CPUs, 352 against 416 ms per frame
+        # on a quiet machine, and spinning threads also stall when another process holds a core (NOTES.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = execution_providers(ort, device)
         self.folder = folder
         self.sessions: dict = {}

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from .errors import SSTNetError
 from .cli import check_number, given_flags, make_parser
-from .model_spec import add_model_arguments
+from .model_spec import WORKERS_HELP, add_model_arguments, resolve_workers
 
 if TYPE_CHECKING:
     from .augment import AugmentConfig
@@ -89,7 +89,7 @@ def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
                       help="fraction of the training frames drawn at random for each epoch (release: a fifth)")
     data.add_argument("--val-fraction", type=float, default=1.0,
                       help="fraction of the validation frames used for the validation loss")
-    data.add_argument("--workers", type=int, default=2, help="DataLoader worker processes decoding frames")
+    data.add_argument("--workers", type=int, default=None, help=WORKERS_HELP)
 
     add_model_arguments(parser)
     start = parser.add_argument_group("initialisation")
@@ -146,7 +146,8 @@ def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Reject values argparse cannot (out of range, NaN, infinite), with the flag named."""
+    """Reject values argparse cannot (out of range, NaN, infinite), with the flag named; fill --workers left out."""
+    resolve_workers(args)
     for flag, value, minimum in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
                                  ("--save-period", args.save_period, 1), ("--eval-period", args.eval_period, 0),
                                  ("--workers", args.workers, 0), ("--seed", args.seed, 0)):
