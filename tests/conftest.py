@@ -53,6 +53,15 @@ def tiny_synthetic_dataset(root: Path, seed: int, train_sequences: int, frames_p
     return root
 
 
+def frames_of(video) -> tuple[int, tuple[int, int]]:
+    """A written video's frame count and (width, height), as OpenCV reads it back."""
+    capture = cv2.VideoCapture(str(video))
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    capture.release()
+    return count, size
+
+
 def run_script(*argv, timeout: float | None = 600, **kwargs):
     """Run a script of the repository (or ``-m module``) with this Python, capturing its text output."""
     import subprocess

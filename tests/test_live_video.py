@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_clean_error, prior_weights, run_script
+from conftest import REPO, assert_clean_error, frames_of, prior_weights, run_script
 from nets import Network
 
 MODEL = ["--input-size", "64", "--phi", "nano", "--workers", "0", "--quiet"]
@@ -59,14 +59,6 @@ def server(tmp_path_factory):
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
-
-
-def frames_of(video):
-    capture = cv2.VideoCapture(str(video))
-    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    capture.release()
-    return count, size
 
 
 def test_a_stream_is_read_frame_by_frame_to_its_end(server, weights, tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, prior_weights
+from conftest import REPO, frames_of, prior_weights
 
 MODEL = ["--input-size", "64", "--phi", "nano", "--workers", "0", "--quiet"]
 
@@ -64,14 +64,6 @@ def test_bad_compare_file(daub_real, weights, tmp_path):
                  "--compare", bad, *MODEL)
     assert result.returncode != 0 and "expected 101 precision values" in result.stderr
     assert not (tmp_path / "o" / "detections.json").exists()
-
-
-def frames_of(video):
-    capture = cv2.VideoCapture(str(video))
-    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    capture.release()
-    return count, size
 
 
 @pytest.fixture(scope="module")
