@@ -57,10 +57,10 @@ readme-figures: $(STAMP)
 		--conf $(DEMO_CONF) --out readme/demo_frame.png --quiet
 	cp $(DEMO_OUT)/map/pr_curve.png readme/demo_pr_curve.png
 
-# Unseen real scenes (README, "Detection in scenes never seen"): the demo's small model trained on a few real clips
-# (DATA's training split) mixed with synthetic sequences made to resemble them, under augmentation that is the same
-# across a sample's frames. The best epoch is picked on the synthetic test split, so DATA's test split (the unseen
-# scenes) is only scored at the end.
+# Unseen real scenes (README, "Unseen scenes: a model from a few real clips"): the demo's small model trained on a
+# few real clips (DATA's training split) mixed with synthetic sequences made to resemble them, under augmentation
+# that is the same across a sample's frames. The best epoch is picked on the synthetic test split, so DATA's test
+# split (the unseen scenes) is only scored at the end.
 DATA ?= ../shared/data/daub_real
 REAL_SYNTHETIC ?= datasets/synthetic_reallike
 REAL_OUT ?= real_out
