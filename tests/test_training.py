@@ -121,8 +121,8 @@ def test_bad_freeze_and_schedule_flags(argv, message):
 
 def test_run_folder_contents(tiny_data, tmp_path):
     run = tmp_path / "run"
-    trainer = Trainer(parse("--data-root", str(tiny_data), "--epochs", "2", "--save-dir", str(run), "--save-period", "1",
-                            *TINY))
+    trainer = Trainer(parse("--data-root", str(tiny_data), "--epochs", "2", "--save-dir", str(run),
+                            "--save-period", "1", *TINY))
     best = trainer.fit()
     names = {path.name for path in run.iterdir()}
     assert {"results.csv", "loss.png", "map.png", "args.json", "last_epoch_weights.pth", "best_epoch_weights.pth",
@@ -145,6 +145,24 @@ def test_best_follows_val_loss_without_evaluation(tiny_data, tmp_path):
     best = trainer.fit()
     assert best.criterion == "val_loss" and best.epoch == 1 and math.isfinite(best.value)
     assert (tmp_path / "r" / "best_epoch_weights.pth").exists() and not (tmp_path / "r" / "map.png").exists()
+
+
+def test_ema_flags_set_how_far_the_saved_weights_lag_the_model(tiny_data, tmp_path):
+    def saved_and_trained(run, *ema):
+        Trainer(parse("--data-root", str(tiny_data), "--epochs", "1", "--save-dir", str(tmp_path / run),
+                      *TINY, "--eval-period", "0", *ema)).fit()
+        saved = weights(tmp_path / run / "last_epoch_weights.pth")
+        trained = torch.load(tmp_path / run / "last_checkpoint.pth", weights_only=True)["model"]
+        return {key: (saved[key], trained[key]) for key in saved if saved[key].dtype.is_floating_point}
+
+    # Decay 0 keeps nothing of the average: the saved weights are the trained ones.
+    for key, (saved, trained) in saved_and_trained("copy", "--ema-decay", "0").items():
+        assert torch.equal(saved, trained), key
+    # The release's ramp (tau 2000) barely averages a few steps; a short tau averages them strongly.
+    def lag(run, *ema):
+        return sum((saved - trained).abs().sum().item() for saved, trained in saved_and_trained(run, *ema).values())
+
+    assert lag("short-tau", "--ema-decay", "0.9", "--ema-tau", "0.01") > 2 * lag("release-tau", "--ema-decay", "0.9")
 
 
 @pytest.mark.parametrize("where", ["loss", "outputs"])

@@ -125,6 +125,11 @@ def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
     optim.add_argument("--train-all-params", action="store_true",
                        help="also train the parameters the release leaves out of its optimizer (the neck's frame "
                             "weights, the attention input projections)")
+    optim.add_argument("--ema-decay", type=float, default=0.9999,
+                       help="the weight EMA's final averaging factor; the EMA gives the saved and evaluated weights")
+    optim.add_argument("--ema-tau", type=float, default=2000,
+                       help="steps over which the EMA's factor ramps up to --ema-decay (the release's 2000 leaves "
+                            "short runs nearly unaveraged: a 600-step run ends at 0.26)")
     optim.add_argument("--seed", type=int, default=2023,
                        help="seed of every random draw (weights, epoch subsets, augmentation)")
 
@@ -160,6 +165,8 @@ def check_args(args: argparse.Namespace) -> None:
     check_number("--epoch-fraction", args.epoch_fraction, 0, 1, low_open=True)
     check_number("--val-fraction", args.val_fraction, 0, 1, low_open=True)
     check_number("--prior-prob", args.prior_prob, 0, 1, high_open=True)
+    check_number("--ema-decay", args.ema_decay, 0, 1, high_open=True)
+    check_number("--ema-tau", args.ema_tau, 0, low_open=True)
     check_number("--eval-conf", args.eval_conf, 0, 1)
     check_number("--eval-nms", args.eval_nms, 0, 1)
     check_number("--freeze-epochs", args.freeze_epochs, 0, args.epochs)

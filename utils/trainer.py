@@ -178,7 +178,7 @@ class Trainer:
         self.lr, self.min_lr = self.scaled_lrs(args.batch_size)
         self.optimizer = build_optimizer(self.model, args.optimizer, lr=self.lr, momentum=args.momentum,
                                          weight_decay=args.weight_decay, include_all_params=args.train_all_params)
-        self.ema = ModelEMA(self.model)
+        self.ema = ModelEMA(self.model, decay=args.ema_decay, tau=args.ema_tau)
         self.scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" else None
         self.train_model = self._wrap_for_ddp(self.model)
 
