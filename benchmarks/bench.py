@@ -327,9 +327,10 @@ def check_training(models: dict, device: torch.device, spec: ModelSpec, batch: i
                               max(relative_error(grads_f[k], grads_r[k]) for k in grads_r if grads_r[k].norm() > 1e-12))
     loss_error, grad_error = results["float64"]
     if not (loss_error <= 1e-5 and grad_error <= 1e-5):
-        raise SSTNetError(f"training step at {spec.input_size}: loss differs by {loss_error:.2e}, gradients by {grad_error:.2e}")
-    return (f"training step S={spec.input_size} B={batch}: in float64 the loss is within {loss_error:.1e} and every gradient "
-            f"within {grad_error:.1e} (relative) of the released computation; in float32 "
+        raise SSTNetError(f"training step at {spec.input_size}: loss differs by {loss_error:.2e}, "
+                          f"gradients by {grad_error:.2e}")
+    return (f"training step S={spec.input_size} B={batch}: in float64 the loss is within {loss_error:.1e} "
+            f"and every gradient within {grad_error:.1e} (relative) of the released computation; in float32 "
             f"{results['float32'][0]:.1e} and {results['float32'][1]:.1e}")
 
 
@@ -411,7 +412,8 @@ def markdown(entry: dict) -> str:
               f"- batch 1: {evaluation['batch1']:.1f} frames/s; batch 8: {evaluation['batch8']:.1f} frames/s",
               f"- frame decoding + letterbox with 2 workers: {evaluation['decode_letterbox']:.0f} frames/s", "",
               "## Model", "", f"- parameters: {entry['params'] / 1e6:.2f} M",
-              f"- peak memory: {entry['peak_mem_mb']:.0f} MB ({'GPU allocated' if 'cuda' in entry['command'] else 'process RSS'})"]
+              f"- peak memory: {entry['peak_mem_mb']:.0f} MB "
+              f"({'GPU allocated' if 'cuda' in entry['command'] else 'process RSS'})"]
     for size, counts in entry["gflops"].items():
         lines.append(f"- GFLOPs per sample at {size}: eval window (released) {counts['window_released']:.1f}, "
                      f"streaming per frame (ours) {counts['stream_per_frame']:.1f}, training step forward+backward "

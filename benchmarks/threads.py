@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                            "train": measure("train", threads, workers, data, args),
                            "eval": measure("eval", threads, workers, data, args)}
                     results[load].append(row)
-                    print(f"{load}: threads {threads or 'default'} workers {'default' if workers is None else workers}: "
+                    shown_workers = "default" if workers is None else workers
+                    print(f"{load}: threads {threads or 'default'} workers {shown_workers}: "
                           f"{row['train']['seconds_per_step']:.3f} s/step, {row['eval']['frames_per_second']:.1f} "
                           "frames/s", flush=True)
             finally:

@@ -202,8 +202,8 @@ class CrossSliceConvLSTM(nn.Module):
         self.hidden_dim = hidden_dim
         self.num_slices = num_slices
         self.num_layers = num_layers
-        cells = {node_key(s, l): CrossSliceConvLSTMNode(input_dim, hidden_dim, kernel_size, bias=bias)
-                 for s in range(num_slices) for l in range(num_layers)}
+        cells = {node_key(s, layer): CrossSliceConvLSTMNode(input_dim, hidden_dim, kernel_size, bias=bias)
+                 for s in range(num_slices) for layer in range(num_layers)}
         if len(cells) != num_slices * num_layers:
             raise SSTNetError(f"cross-slice ConvLSTM: {num_slices} slices × {num_layers} layers give ambiguous "
                               "node names")
@@ -226,13 +226,13 @@ class CrossSliceConvLSTM(nn.Module):
         # Per layer, the per-step (mh', mc') of that layer's node in the previous slice; None: zeros (slice 0).
         previous_slice: list[list[tuple[torch.Tensor, torch.Tensor]] | None] = [None] * self.num_layers
         for s in range(self.num_slices):
-            for l in range(self.num_layers):
-                last = s == self.num_slices - 1 and l == self.num_layers - 1
-                x_seq, motion = self.cell_list[node_key(s, l)].run_fast(
-                    x_seq, head_seq, previous_slice[l], head_is_input=s == 0 and l == 0, update_motion=not last)
+            for layer in range(self.num_layers):
+                last = s == self.num_slices - 1 and layer == self.num_layers - 1
+                x_seq, motion = self.cell_list[node_key(s, layer)].run_fast(
+                    x_seq, head_seq, previous_slice[layer], head_is_input=s == 0 and layer == 0, update_motion=not last)
                 if not last:
                     head_seq = torch.stack([mh for mh, _ in motion], dim=1)
-                    previous_slice[l] = motion
+                    previous_slice[layer] = motion
         return x_seq
 
     def _forward_released(self, seq: torch.Tensor) -> torch.Tensor:
@@ -242,12 +242,12 @@ class CrossSliceConvLSTM(nn.Module):
         previous_slice: list[list[tuple[torch.Tensor, torch.Tensor]]] = []  # [layer][t] → (mh', mc')
         for s in range(self.num_slices):
             this_slice = []
-            for l in range(self.num_layers):
-                node = self.cell_list[node_key(s, l)]
+            for layer in range(self.num_layers):
+                node = self.cell_list[node_key(s, layer)]
                 h, c = zeros, zeros
                 hs, motion = [], []
                 for t in range(steps):
-                    mh, mc = (zeros, zeros) if s == 0 else previous_slice[l][t]
+                    mh, mc = (zeros, zeros) if s == 0 else previous_slice[layer][t]
                     h, c, mh, mc = node(x_seq[:, t], head_seq[:, t], head_seq, (h, c), (mh, mc))
                     hs.append(h)
                     motion.append((mh, mc))

@@ -31,7 +31,8 @@ def test_read_coco_records_and_integer_boxes(tmp_path):
 
 
 def test_class_index_follows_sorted_category_ids(tmp_path):
-    path = write_coco(tmp_path / "a.json", [image(1, "0.bmp")], [box(1, 1, [1, 1, 4, 4], 7), box(2, 1, [5, 5, 4, 4], 3)],
+    path = write_coco(tmp_path / "a.json", [image(1, "0.bmp")],
+                      [box(1, 1, [1, 1, 4, 4], 7), box(2, 1, [5, 5, 4, 4], 3)],
                       categories=[{"id": 7, "name": "b"}, {"id": 3, "name": "a"}])
     gt = read_coco(path, tmp_path)
     assert gt.category_ids == [3, 7]
@@ -92,8 +93,9 @@ def test_read_index_paths_and_boxes(tmp_path):
     txt.write_text(f"images/train/data1/0.bmp 1,2,9,10,0 20,20,28,28,0\n\nmy clips/seq 1/4.bmp 3,3,11,11,0\n"
                    f"{absolute} 5,5,13,13,0\nno_boxes/7.bmp\n")
     records = read_index(txt, tmp_path / "root")
-    assert [r.path for r in records] == [tmp_path / "root/images/train/data1/0.bmp", tmp_path / "root/my clips/seq 1/4.bmp",
-                                        absolute, tmp_path / "root/no_boxes/7.bmp"]
+    assert [r.path for r in records] == [tmp_path / "root/images/train/data1/0.bmp",
+                                        tmp_path / "root/my clips/seq 1/4.bmp", absolute,
+                                        tmp_path / "root/no_boxes/7.bmp"]
     np.testing.assert_array_equal(records[0].boxes, [[1, 2, 9, 10, 0], [20, 20, 28, 28, 0]])
     assert records[3].boxes.shape == (0, 5)
 

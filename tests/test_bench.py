@@ -8,8 +8,8 @@ from conftest import REPO
 
 def test_benchmark_smoke(tmp_path):
     out, report = tmp_path / "bench.json", tmp_path / "bench.md"
-    result = subprocess.run([sys.executable, "benchmarks/bench.py", "--phi", "nano", "--input-size", "64", "--repeats", "1",
-                             "--frames", "3", "--out", str(out), "--markdown", str(report)],
+    result = subprocess.run([sys.executable, "benchmarks/bench.py", "--phi", "nano", "--input-size", "64",
+                             "--repeats", "1", "--frames", "3", "--out", str(out), "--markdown", str(report)],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     (device, entry), = json.loads(out.read_text()).items()

@@ -21,8 +21,8 @@ images = st.fixed_dictionaries({"id": st.one_of(st.integers(0, 5), st.text(max_s
                                 "width": numbers, "height": numbers})
 annotations = st.fixed_dictionaries({"image_id": st.one_of(st.integers(0, 5), st.lists(st.integers(), max_size=2),
                                                            st.text(max_size=2)),
-                                     "category_id": st.one_of(st.integers(0, 3), st.dictionaries(st.text(), st.integers(),
-                                                                                                 max_size=1)),
+                                     "category_id": st.one_of(st.integers(0, 3),
+                                                              st.dictionaries(st.text(), st.integers(), max_size=1)),
                                      "bbox": st.one_of(st.lists(numbers, max_size=5), numbers)})
 coco_like = st.fixed_dictionaries({}, optional={
     "images": st.one_of(st.lists(images, max_size=4), json_values),

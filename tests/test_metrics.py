@@ -59,7 +59,8 @@ def test_hand_computed_precision_recall_f1():
 
 def test_f1_confidence_curve_on_the_hand_case():
     result = coco_scores(ground_truth(BOXES), hand_case(), [1, 2, 3])
-    thresholds, precision, recall, f1 = f1_confidence_curve(result.scores, result.matched, 3, np.array([0.0, 0.7, 0.95]))
+    thresholds, precision, recall, f1 = f1_confidence_curve(result.scores, result.matched, 3,
+                                                            np.array([0.0, 0.7, 0.95]))
     np.testing.assert_allclose(precision, [2 / 4, 1 / 2, 0])
     np.testing.assert_allclose(recall, [2 / 3, 1 / 3, 0])
     np.testing.assert_allclose(f1, [2 * 0.5 * (2 / 3) / (0.5 + 2 / 3), 2 * 0.5 * (1 / 3) / (0.5 + 1 / 3), 0])

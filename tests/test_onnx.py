@@ -213,7 +213,8 @@ def export_in_process(*argv):
 def test_exactly_one_of_weights_and_onnx(weights, exported, daub_real, tmp_path):
     result = run_script("vid_map_coco.py", "--data-root", daub_real, "--out-dir", tmp_path / "o")
     assert_clean_error(result, "--weights / --onnx / --detections: give exactly one")
-    result = run_script("vid_predict.py", "--source", daub_real / "images/test/data5/3.bmp", "--out", tmp_path / "p.png")
+    result = run_script("vid_predict.py", "--source", daub_real / "images/test/data5/3.bmp",
+                        "--out", tmp_path / "p.png")
     assert_clean_error(result, "--weights / --onnx: give exactly one")
     with pytest.raises(SSTNetError, match="exactly one"):
         evaluate_in_process(daub_real, tmp_path, "--weights", weights, "--onnx", exported)

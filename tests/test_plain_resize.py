@@ -44,7 +44,8 @@ def dataset(tmp_path_factory):
     bgr = np.stack([np.zeros_like(rows), 3 * rows, 2 * columns], axis=2).astype(np.uint8)
     for number in range(6):
         cv2.imwrite(str(folder / f"{number}.bmp"), bgr)
-    images = [{"id": n + 1, "file_name": f"images/test/seq/{n}.bmp", "width": WIDTH, "height": HEIGHT} for n in range(6)]
+    images = [{"id": n + 1, "file_name": f"images/test/seq/{n}.bmp", "width": WIDTH, "height": HEIGHT}
+              for n in range(6)]
     annotations = [{"id": n + 1, "image_id": n + 1, "category_id": 1, "bbox": [50, 30, 8, 8]} for n in range(6)]
     write_coco(root / "annotations" / "instances_test2017.json", images, annotations)
     return root

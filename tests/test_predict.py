@@ -26,11 +26,11 @@ def test_vid_map_coco_on_real_daub(daub_real, weights, tmp_path):
     out = tmp_path / "map"
     other = tmp_path / "Other.txt"
     other.write_text("\t".join(["0.5"] * 101) + "\t\n")
-    result = run("vid_map_coco.py", "--weights", weights, "--data-root", daub_real, "--out-dir", out, "--batch-size", "4",
-                 "--compare", other, *MODEL)
+    result = run("vid_map_coco.py", "--weights", weights, "--data-root", daub_real, "--out-dir", out,
+                 "--batch-size", "4", "--compare", other, *MODEL)
     assert result.returncode == 0, result.stderr
     assert "Average Precision" in result.stdout
-    line = [l for l in result.stdout.splitlines() if l.startswith("mAP50 ")]
+    line = [text for text in result.stdout.splitlines() if text.startswith("mAP50 ")]
     assert len(line) == 1 and " Pd " in line[0] and " Fa " in line[0]
     assert {p.name for p in out.iterdir()} == {"detections.json", "metrics.json", "summary.txt", "pr_curve.txt",
                                                "pr_curve.png", "f1_curve.png"}

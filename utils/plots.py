@@ -35,7 +35,8 @@ def plot_curves(x: Sequence[float], curves: Mapping[str, Sequence[float]], path:
     save_figure(figure, path)
 
 
-def plot_pr_curves(curves: Mapping[str, Sequence[float]], path: str | os.PathLike, title: str = "PR curve (IoU 0.5)") -> None:
+def plot_pr_curves(curves: Mapping[str, Sequence[float]], path: str | os.PathLike,
+                   title: str = "PR curve (IoU 0.5)") -> None:
     """Precision over the 101 COCO recall points for one or more methods."""
     recall = np.linspace(0, 1, 101)
     figure, axis = plt.subplots(figsize=(5, 5))
