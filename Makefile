@@ -71,8 +71,13 @@ REAL_SYNTHETIC_FLAGS := --seed 2025 --target-snr 5 15 --target-sigma 0.5 1.2 --t
 	--drift-speed 0 0.5 --distractors-per-frame 0.5 2 --clutter-std 8 25
 REAL_AUGMENT := --flip-lr 0.5 --flip-ud 0.5 --translate 0.25 --scale 0.8 1.25 --contrast 0.2 --brightness 0.05 \
 	--gamma 0.2 --noise 2
+# A weight EMA over about 500 steps (the release's ramp would leave it nearly unaveraged in 3,000 steps) evens out
+# the swings of the unseen-scene figure between epochs. The best epoch is the lowest validation loss on the synthetic
+# test split (--eval-period 0): that split's mAP50 stops telling epochs apart (93.3 / 93.3 / 93.0 at epochs 20/25/30).
+REAL_EMA := --ema-decay 0.998 --ema-tau 100
 REAL_TRAIN := $(SMALL_TRAIN) --val-fraction 0.25 --mix-data $(REAL_SYNTHETIC) --val-root $(REAL_SYNTHETIC) \
-	$(REAL_AUGMENT) --epochs $(REAL_EPOCHS) --epoch-fraction $(REAL_EPOCH_FRACTION) --eval-period 5 --seed $(REAL_SEED)
+	$(REAL_AUGMENT) $(REAL_EMA) --epochs $(REAL_EPOCHS) --epoch-fraction $(REAL_EPOCH_FRACTION) --eval-period 0 \
+	--seed $(REAL_SEED)
 
 real: $(STAMP)
 	@start=$$(date +%s); set -e; \
