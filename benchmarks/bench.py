@@ -9,10 +9,14 @@ Measures (fixed seeds, warm-up, median of repeats):
 4. parameters, GFLOPs per sample (torch.utils.flop_counter) and peak memory;
 5. on the CPU, when onnx, onnxscript and onnxruntime import: the streaming engine on the exported graphs
    (export_onnx.py's frame.onnx and detect.onnx, CPU execution provider, as many intra-op threads as PyTorch's),
-   with its raw outputs checked against PyTorch's in the same run.
-Writes a table to stdout, readme/benchmarks.md and readme/benchmarks.json (keyed by device name).
+   with its raw outputs checked against PyTorch's in the same run;
+6. with --variants, at the largest size: streaming per frame and the training step under --amp with the
+   channels-last layout off and on, then with torch.compile in each --compile mode in the faster layout (raw outputs
+   compared with float32 eager's).
+Writes a table to stdout, readme/benchmarks.md and readme/benchmarks.json (keyed by device name and --amp).
 
     python benchmarks/bench.py [--device cpu|cuda] [--input-size 256 512] [--quick] [--no-onnx] [--out FILE]
+    python benchmarks/bench.py --device cuda --amp bf16 --train-batch 4 --variants --compile default reduce-overhead
 """
 from __future__ import annotations
 
@@ -39,10 +43,10 @@ from nets.training import init_weights  # noqa: E402
 from utils.annotations import read_coco  # noqa: E402
 from utils.cli import check_number, make_parser  # noqa: E402
 from utils.complexity import count_flops, stream_frame_flops, window_flops  # noqa: E402
-from utils.device import apply_threads, check_amp, select_device, synchronize  # noqa: E402
+from utils.device import apply_threads, autocast, check_amp, select_device, synchronize  # noqa: E402
 from utils.errors import SSTNetError, run_cli  # noqa: E402
 from utils.fileio import write_json, write_text  # noqa: E402
-from utils.model_spec import ModelSpec, add_model_arguments, resolve_spec  # noqa: E402
+from utils.model_spec import COMPILE_MODES, ModelSpec, add_model_arguments, resolve_spec  # noqa: E402
 from utils.inference import (DetectSettings, FrameBatch, SequenceDetector, TorchBackend, frame_batches,  # noqa: E402
                              plan_sequence_walk, postprocess)
 from utils.sequence import window_numbers  # noqa: E402
@@ -67,11 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-onnx", action="store_true",
                         help="leave out the ONNX Runtime rows (default: measured on the CPU when onnx, onnxscript and "
                              "onnxruntime import)")
+    parser.add_argument("--variants", action="store_true",
+                        help="also time streaming and the training step at the largest size with channels-last off "
+                             "and on, then compiled in each --compile mode")
+    parser.add_argument("--compile", nargs="+", default=[], choices=COMPILE_MODES, metavar="MODE",
+                        help=f"torch.compile modes for --variants, of {', '.join(COMPILE_MODES)} (default: none; "
+                             "compiling takes minutes on a CPU)")
     parser.add_argument("--data", type=Path, default=None,
                         help="dataset root with annotations/instances_test2017.json (default: ../shared/data/daub_real "
                              "when present, else a generated synthetic set)")
     parser.add_argument("--out", type=Path, default=REPO / "readme" / "benchmarks.json",
-                        help="JSON results, merged by device name (default: readme/benchmarks.json)")
+                        help="JSON results, merged by device name and --amp (default: readme/benchmarks.json)")
     parser.add_argument("--markdown", type=Path, default=REPO / "readme" / "benchmarks.md",
                         help="markdown table (default: readme/benchmarks.md)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -285,12 +295,20 @@ def training_inputs(spec: ModelSpec, batch: int, device: torch.device):
     return images, targets
 
 
-def training_step(model: Network, images, targets, loss_fn, optimizer) -> torch.Tensor:
+def training_step(model: torch.nn.Module, images, targets, loss_fn, optimizer, amp_dtype=None,
+                  scaler=None) -> torch.Tensor:
+    """One step as utils/trainer.py takes it: the forward under autocast, the loss in float32, fp16's loss scaling."""
     optimizer.zero_grad(set_to_none=True)
-    outputs, motion_loss = model(images)
-    loss = loss_fn(outputs, targets) + motion_loss
-    loss.backward()
-    optimizer.step()
+    with autocast(images.device, amp_dtype):
+        outputs, motion_loss = model(images)
+    loss = loss_fn([output.float() for output in outputs], targets) + motion_loss.float()
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
     return loss.detach()
 
 
@@ -334,18 +352,70 @@ def check_training(models: dict, device: torch.device, spec: ModelSpec, batch: i
             f"{results['float32'][0]:.1e} and {results['float32'][1]:.1e}")
 
 
-def time_training(models: dict, device: torch.device, spec: ModelSpec, batch: int, repeats: int) -> dict:
-    """Seconds per training step (forward, loss, backward, optimizer step), released against ours."""
+def time_step(model: torch.nn.Module, device: torch.device, spec: ModelSpec, batch: int, repeats: int,
+              amp_dtype=None, channels_last: bool = False, compile_mode: str | None = None) -> float:
+    """Seconds per training step of ``model`` (left as it was: a copy is trained) under ``amp_dtype``."""
+    model = copy.deepcopy(model).train()
     images, targets = training_inputs(spec, batch, device)
-    loss_fn = YOLOLoss(1)
-    result = {}
-    for name, model in models.items():
-        model.train()
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-9)  # a real step that leaves the weights as they are
-        result[REPORT_NAMES[name]] = timed(
-            lambda: training_step(model, images, targets, loss_fn, optimizer), device, repeats)
-        model.eval()
+    if channels_last:  # as train_daub.py --channels-last lays out the model and the T-frame windows
+        model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last_3d)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-9)  # a real step that barely moves the weights
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    runner = torch.compile(model, mode=compile_mode) if compile_mode else model
+    return timed(lambda: training_step(runner, images, targets, YOLOLoss(1), optimizer, amp_dtype, scaler), device,
+                 repeats, warmup=3 if compile_mode else 1)
+
+
+def time_training(models: dict, device: torch.device, spec: ModelSpec, batch: int, repeats: int, amp: str,
+                  amp_dtype) -> dict:
+    """Seconds per training step (forward, loss, backward, optimizer step), released against ours; with --amp, ours
+    under it too."""
+    result = {REPORT_NAMES[name]: time_step(model, device, spec, batch, repeats) for name, model in models.items()}
+    if amp_dtype is not None:
+        result[f"ours_{amp}"] = time_step(models["fast"], device, spec, batch, repeats, amp_dtype)
     return result
+
+
+def measure_variants(model: Network, device: torch.device, spec: ModelSpec, root: Path, frames: int, repeats: int,
+                     amp_dtype, train_batch: int, compile_modes: list[str]) -> tuple[list[dict], list[str]]:
+    """Streaming ms per frame and training-step seconds of ours under ``amp_dtype``: eager with channels-last off
+    and on, then compiled in each mode in the faster of the two layouts (each compilation takes minutes). Each
+    engine's raw outputs are compared with float32 eager's, so a compiled engine can be told apart from rounding."""
+    batches = [FrameBatch(b.images.to(device), b.refs, b.shapes) for b in inference_batches(root, spec, frames)]
+    with torch.no_grad():
+        reference = walk(TorchBackend(copy.deepcopy(model)), batches, "stream", None, spec.num_frame)
+    precision = "float32" if amp_dtype is None else str(amp_dtype).removeprefix("torch.")
+    rows, checks = [], []
+
+    def measure(channels_last: bool, mode: str | None) -> None:
+        backend = TorchBackend(copy.deepcopy(model), amp_dtype, channels_last=channels_last, compile_mode=mode)
+        with torch.no_grad():
+            error = max(relative_error(o.output, r.output)
+                        for o, r in zip(walk(backend, batches, "stream", None, spec.num_frame), reference))
+            stream = timed(lambda: walk(backend, batches, "stream", None, spec.num_frame), device, repeats)
+        # CUDA graphs would hold a training step's activations for replay: only the forward-only modes are trained.
+        step = (None if mode == "reduce-overhead" else
+                time_step(model, device, spec, train_batch, repeats, amp_dtype, channels_last, mode))
+        rows.append({"channels_last": channels_last, "compile": mode or "off",
+                     "stream_ms": 1000 * stream / len(batches), "train_step_s": step})
+        layout = "on" if channels_last else "off"
+        checks.append(f"S={spec.input_size}: streaming in {precision}, channels-last {layout}, torch.compile "
+                      f"{mode or 'off'}: raw outputs within {error:.1e} (relative) of float32 eager's")
+        print(f"variant {rows[-1]}", flush=True)
+
+    for channels_last in (False, True):
+        measure(channels_last, None)
+    faster_layout = min(rows, key=lambda row: row["stream_ms"])["channels_last"]
+    for mode in compile_modes:
+        try:
+            measure(faster_layout, mode)
+        except Exception as error:  # a mode that does not compile here is a finding, not the end of the run
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            rows.append({"channels_last": faster_layout, "compile": mode, "failed": reason})
+            checks.append(f"S={spec.input_size}: torch.compile {mode} failed: {reason}")
+            print(f"variant compile={mode} failed: {reason}", flush=True)
+    return rows, checks
 
 
 def flop_counts(models: dict, device: torch.device, spec: ModelSpec) -> dict:
@@ -379,8 +449,14 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
+def entry_key(entry: dict) -> str:
+    """The report's key: the device, and the --amp of the run (each run times float32 too)."""
+    amp = entry.get("amp", "none")
+    return entry["device"] if amp == "none" else f"{entry['device']}, --amp {amp}"
+
+
 def markdown(entry: dict) -> str:
-    lines = [f"# Benchmark: {entry['device']}", "",
+    lines = [f"# Benchmark: {entry_key(entry)}", "",
              f"torch {entry['torch']}, {entry['date']}, command `{entry['command']}`. Median of {entry['repeats']} "
              "timed repeats after warm-up.", "",
              f"## Inference per frame (batch 1, every frame a key frame of its "
@@ -407,6 +483,23 @@ def markdown(entry: dict) -> str:
     for size, row in entry["train_step"].items():
         lines.append(f"| {size} | {entry['train_batch']} | {row['released']:.3f} | {row['ours']:.3f} | "
                      f"{row['released'] / row['ours']:.2f}× |")
+        for key in sorted(k for k in row if k.startswith("ours_")):
+            amp = key.split("_", 1)[1]
+            lines.append(f"| {size} {amp} | {entry['train_batch']} | | {row[key]:.3f} | "
+                         f"{row['ours'] / row[key]:.2f}× ({amp} vs float32, ours) |")
+    variants = entry.get("variants")
+    if variants:
+        precision = "float32" if variants["amp"] == "none" else variants["amp"]
+        lines += ["", f"## Layout and torch.compile at S = {variants['size']} ({precision}, ours)", "",
+                  "| channels-last | torch.compile | streaming ms/frame | frames/s | training step s (batch "
+                  f"{variants['train_batch']}) |", "| --- | --- | --- | --- | --- |"]
+        for row in variants["rows"]:
+            if "failed" in row:
+                lines.append(f"| {'on' if row['channels_last'] else 'off'} | {row['compile']} | failed | | |")
+                continue
+            step = "—" if row["train_step_s"] is None else f"{row['train_step_s']:.3f}"
+            lines.append(f"| {'on' if row['channels_last'] else 'off'} | {row['compile']} | {row['stream_ms']:.2f} | "
+                         f"{1000 / row['stream_ms']:.0f} | {step} |")
     evaluation = entry["evaluation"]
     lines += ["", f"## Evaluation engine (vid_map_coco.py) at S = {evaluation['size']}", "",
               f"- batch 1: {evaluation['batch1']:.1f} frames/s; batch 8: {evaluation['batch8']:.1f} frames/s",
@@ -451,23 +544,29 @@ def run_benchmark(args, device, amp_dtype, specs, repeats, frames, root, argv) -
     evaluation["size"] = specs[0].input_size
     gflops = {spec.input_size: flop_counts(models, device, spec) for spec in specs}
     train_specs = specs if device.type == "cuda" or not args.quick else specs[:1]
-    untouched = {name: copy.deepcopy(model) for name, model in models.items()}  # timing steps move the weights
-    train_step = {spec.input_size: time_training(models, device, spec, args.train_batch, repeats)
+    train_step = {spec.input_size: time_training(models, device, spec, args.train_batch, repeats, args.amp, amp_dtype)
                   for spec in train_specs}
     # Peak memory of the float32 work above; the float64 equality checks below need more.
     peak_mem_mb = peak_memory_mb(device)
-    checks += [check_training(untouched, device, spec, args.train_batch) for spec in train_specs]
+    checks += [check_training(models, device, spec, args.train_batch) for spec in train_specs]
     print(f"training done ({time.time() - started:.0f} s)", flush=True)
-    entry = {"device": device_name(device), "torch": torch.__version__, "date": datetime.date.today().isoformat(),
-             "onnxruntime": onnx_version,
+    variants = None
+    if args.variants:
+        largest = max(specs, key=lambda spec: spec.input_shape[0] * spec.input_shape[1])
+        rows, variant_checks = measure_variants(models["fast"], device, largest, root, frames, repeats, amp_dtype,
+                                                args.train_batch, args.compile)
+        variants = {"size": largest.input_size, "amp": args.amp, "train_batch": args.train_batch, "rows": rows}
+        checks += variant_checks
+    entry = {"device": device_name(device), "amp": args.amp, "torch": torch.__version__,
+             "date": datetime.date.today().isoformat(), "onnxruntime": onnx_version,
              "command": "python benchmarks/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
              "data": str(root), "repeats": repeats, "train_batch": args.train_batch,
              "model": {"phi": specs[0].phi, "num_frame": specs[0].num_frame, "lstm_hidden": specs[0].lstm_hidden},
              "inference": inference, "train_step": train_step, "evaluation": evaluation,
              "params": sum(p.numel() for p in models["fast"].parameters()),
-             "gflops": gflops, "peak_mem_mb": peak_mem_mb, "checks": checks}
+             "gflops": gflops, "peak_mem_mb": peak_mem_mb, "variants": variants, "checks": checks}
     existing = json.loads(args.out.read_text()) if args.out.exists() else {}
-    existing[entry["device"]] = entry
+    existing[entry_key(entry)] = entry
     write_json(args.out, existing, indent=2)
     print(markdown(entry))
     # The markdown report shows every device measured so far (the JSON keeps one entry per device).

@@ -23,3 +23,24 @@ def test_benchmark_smoke(tmp_path):
     assert any("identical" in check for check in entry["checks"])
     assert "| 64 |" in report.read_text()
     assert ("## ONNX Runtime" in report.read_text()) == onnx
+
+
+def test_benchmark_amp_variants(tmp_path):
+    """--amp adds our mixed-precision training step; --variants times both layouts, each compared with float32."""
+    out, report = tmp_path / "bench.json", tmp_path / "bench.md"
+    result = subprocess.run([sys.executable, "benchmarks/bench.py", "--phi", "nano", "--input-size", "64",
+                             "--repeats", "1", "--frames", "3", "--no-onnx", "--amp", "bf16", "--variants",
+                             "--out", str(out), "--markdown", str(report)],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (key, entry), = json.loads(out.read_text()).items()
+    assert key == f"{entry['device']}, --amp bf16"
+    assert set(entry["train_step"]["64"]) == {"released", "ours", "ours_bf16"}
+    assert {"stream_bf16", "window_bf16"} <= set(entry["inference"]["64"])
+    rows = entry["variants"]["rows"]
+    assert [(row["channels_last"], row["compile"]) for row in rows] == [(False, "off"), (True, "off")]
+    assert all(row["stream_ms"] > 0 and row["train_step_s"] > 0 for row in rows)
+    layouts = [check for check in entry["checks"] if "of float32 eager's" in check]
+    assert len(layouts) == 2 and all("streaming in bfloat16" in check for check in layouts)
+    text = report.read_text()
+    assert text.startswith(f"# Benchmark: {key}") and "## Layout and torch.compile at S = 64 (bf16, ours)" in text

@@ -6,7 +6,8 @@ import torch
 from conftest import calibrated_tiny_model, write_frames
 from parity_recipe import relative_error
 from utils.annotations import FrameRecord
-from utils.inference import DetectSettings, SequenceDetector, detect_plan, frame_batches, plan_sequence_walk
+from utils.inference import (DetectSettings, SequenceDetector, TorchBackend, detect_plan, frame_batches,
+                             plan_sequence_walk)
 
 
 def records(folder, numbers):
@@ -95,3 +96,21 @@ def test_detections_identical_in_both_modes(tmp_path, tiny_model):
         assert stream.shape[1] == 7
         # The model runs in float64 and detections come out in float32: identical up to float32's last bit.
         np.testing.assert_allclose(stream, window, rtol=2e-7, atol=1e-6)
+
+
+def test_compiled_backend_streams_the_same_outputs(tmp_path):
+    """--compile: the engine's calls through torch.compile give eager's outputs; the streaming cache keeps copies
+    where CUDA graphs would reuse output memory (on a CPU "reduce-overhead" compiles without graphs)."""
+    model = calibrated_tiny_model(1, 3, (64, 96)).eval()
+    rng = np.random.default_rng(6)
+    moving_sequence(tmp_path / "s", 5, rng)
+    plan = plan_sequence_walk(records(tmp_path / "s", range(5)), num_frame=3)
+    outputs = {}
+    for mode in (None, "reduce-overhead"):
+        detector = SequenceDetector(TorchBackend(model, compile_mode=mode), num_frame=3)
+        outputs[mode] = [item.output for batch in frame_batches(plan, (64, 96), 1, workers=0)
+                         for item in detector.process(batch)]
+    assert len(outputs[None]) == 5
+    for eager, compiled in zip(outputs[None], outputs["reduce-overhead"]):
+        assert relative_error(compiled, eager) <= 1e-4
+    assert relative_error(outputs[None][4], outputs[None][1]) > 0.01  # the frames differ, so the check has teeth

@@ -227,6 +227,7 @@ def test_exactly_one_of_weights_and_onnx(weights, exported, daub_real, tmp_path)
     (["--input-size", "64"], "--input-size 64: the graphs in .* take 64x96"),
     (["--computation", "released"], "--computation released: .* compute the fast computation"),
     (["--amp", "bf16"], "--amp bf16: the ONNX graphs fix their precision"),
+    (["--compile", "default"], "--compile default: torch.compile applies to --weights"),
     (["--device", "cuda"], "--device cuda: this onnxruntime has no CUDA provider"),
 ])
 def test_flags_contradicting_the_graphs(exported, daub_real, tmp_path, argv, fragment):

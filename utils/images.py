@@ -13,8 +13,12 @@ from .errors import SSTNetError
 
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
-# OpenCV logs decoder failures to stderr itself; we report them as one clear error instead.
-cv2.setLogLevel(0)
+# OpenCV logs decoder failures to stderr itself; we report them as one clear error instead. Some OpenCV builds
+# lack the call; there the log stays, which is harmless.
+try:
+    cv2.setLogLevel(0)
+except AttributeError:
+    pass
 
 
 def to_uint8(image: np.ndarray) -> tuple[np.ndarray, int]:

@@ -26,6 +26,8 @@ PHI_CHOICES = ("nano", "tiny", "s", "m", "l", "x")
 COMPUTATION_CHOICES = ("fast", "released")
 AMP_CHOICES = ("none", "fp16", "bf16")
 ENGINE_CHOICES = ("stream", "window")
+# torch.compile's modes (utils.inference.TorchBackend); "reduce-overhead" replays CUDA graphs.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 # The published model (spec §2, §8).
 DEFAULT_PHI = "s"
