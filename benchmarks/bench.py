@@ -363,7 +363,8 @@ def time_step(model: torch.nn.Module, device: torch.device, spec: ModelSpec, bat
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-9)  # a real step that barely moves the weights
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     runner = torch.compile(model, mode=compile_mode) if compile_mode else model
-    return timed(lambda: training_step(runner, images, targets, YOLOLoss(1), optimizer, amp_dtype, scaler), device,
+    loss_fn = YOLOLoss(1)
+    return timed(lambda: training_step(runner, images, targets, loss_fn, optimizer, amp_dtype, scaler), device,
                  repeats, warmup=3 if compile_mode else 1)
 
 
@@ -494,12 +495,13 @@ def markdown(entry: dict) -> str:
                   "| channels-last | torch.compile | streaming ms/frame | frames/s | training step s (batch "
                   f"{variants['train_batch']}) |", "| --- | --- | --- | --- | --- |"]
         for row in variants["rows"]:
+            layout = "on" if row["channels_last"] else "off"
             if "failed" in row:
-                lines.append(f"| {'on' if row['channels_last'] else 'off'} | {row['compile']} | failed | | |")
+                lines.append(f"| {layout} | {row['compile']} | failed | | |")
                 continue
             step = "—" if row["train_step_s"] is None else f"{row['train_step_s']:.3f}"
-            lines.append(f"| {'on' if row['channels_last'] else 'off'} | {row['compile']} | {row['stream_ms']:.2f} | "
-                         f"{1000 / row['stream_ms']:.0f} | {step} |")
+            lines.append(f"| {layout} | {row['compile']} | {row['stream_ms']:.2f} | {1000 / row['stream_ms']:.0f} | "
+                         f"{step} |")
     evaluation = entry["evaluation"]
     lines += ["", f"## Evaluation engine (vid_map_coco.py) at S = {evaluation['size']}", "",
               f"- batch 1: {evaluation['batch1']:.1f} frames/s; batch 8: {evaluation['batch8']:.1f} frames/s",
@@ -546,7 +548,7 @@ def run_benchmark(args, device, amp_dtype, specs, repeats, frames, root, argv) -
     train_specs = specs if device.type == "cuda" or not args.quick else specs[:1]
     train_step = {spec.input_size: time_training(models, device, spec, args.train_batch, repeats, args.amp, amp_dtype)
                   for spec in train_specs}
-    # Peak memory of the float32 work above; the float64 equality checks below need more.
+    # Peak memory of the timed work above; the float64 equality checks below need more.
     peak_mem_mb = peak_memory_mb(device)
     checks += [check_training(models, device, spec, args.train_batch) for spec in train_specs]
     print(f"training done ({time.time() - started:.0f} s)", flush=True)
@@ -569,7 +571,7 @@ def run_benchmark(args, device, amp_dtype, specs, repeats, frames, root, argv) -
     existing[entry_key(entry)] = entry
     write_json(args.out, existing, indent=2)
     print(markdown(entry))
-    # The markdown report shows every device measured so far (the JSON keeps one entry per device).
+    # The markdown report shows every entry measured so far (the JSON keeps one per device and --amp).
     write_text(args.markdown, "\n".join(markdown(existing[name]) for name in sorted(existing)))
     print(f"wrote {args.out} and {args.markdown} ({time.time() - started:.0f} s)")
     return 0

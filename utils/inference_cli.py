@@ -118,8 +118,7 @@ def load_detector(args: argparse.Namespace, num_classes: int | None = None, sour
     # Mixed precision runs channels-last: the layout bf16/fp16 convolutions want (TorchBackend).
     backend = TorchBackend(model, amp_dtype, channels_last=amp_dtype is not None,
                            compile_mode=None if args.compile == "off" else args.compile)
-    return Detector(backend, model, spec, trained,
-                    settings, device)
+    return Detector(backend, model, spec, trained, settings, device)
 
 
 def load_onnx_detector(args: argparse.Namespace, num_classes: int | None, engines: Sequence[str]) -> Detector:
