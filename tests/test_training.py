@@ -113,6 +113,7 @@ def test_step_lr_decay_sets_the_epoch_rate(tiny_data, tmp_path):
     (["--freeze-epochs", "5", "--epochs", "4"], "--freeze-epochs 5"),
     (["--freeze-epochs", "-1"], "--freeze-epochs -1"),
     (["--freeze-epochs", "1", "--freeze-batch-size", "0"], "--freeze-batch-size 0"),
+    (["--select-by", "mAP50", "--eval-period", "0"], "--select-by mAP50: needs --eval-period > 0"),
 ])
 def test_bad_freeze_and_schedule_flags(argv, message):
     with pytest.raises(SSTNetError, match=message):
@@ -145,6 +146,22 @@ def test_best_follows_val_loss_without_evaluation(tiny_data, tmp_path):
     best = trainer.fit()
     assert best.criterion == "val_loss" and best.epoch == 1 and math.isfinite(best.value)
     assert (tmp_path / "r" / "best_epoch_weights.pth").exists() and not (tmp_path / "r" / "map.png").exists()
+
+
+def test_select_by_last_keeps_the_final_epoch_and_val_loss_its_lowest(tiny_data, tmp_path):
+    """``--select-by last`` makes best_epoch_weights.pth the final epoch's, whatever the losses did; the val_loss
+    rule keeps the epoch with the lowest val loss in results.csv."""
+    run_args = ["--data-root", str(tiny_data), "--epochs", "3", *TINY, "--eval-period", "0", "--save-period", "1"]
+    last = Trainer(parse(*run_args, "--select-by", "last", "--save-dir", str(tmp_path / "last"))).fit()
+    assert (last.criterion, last.epoch) == ("last", 3) and last.describe() == "the last epoch"
+    assert_same_state(weights(tmp_path / "last" / "best_epoch_weights.pth"),
+                      weights(tmp_path / "last" / "last_epoch_weights.pth"))
+    by_loss = Trainer(parse(*run_args, "--select-by", "val_loss", "--save-dir", str(tmp_path / "loss"))).fit()
+    rows = (tmp_path / "loss" / "results.csv").read_text().splitlines()[1:]
+    val_losses = [float(row.split(",")[4]) for row in rows]
+    assert by_loss.epoch == 1 + val_losses.index(min(val_losses))
+    kept = next((tmp_path / "loss").glob(f"ep{by_loss.epoch:03d}-*.pth"))
+    assert_same_state(weights(tmp_path / "loss" / "best_epoch_weights.pth"), weights(kept))
 
 
 def test_ema_flags_set_how_far_the_saved_weights_lag_the_model(tiny_data, tmp_path):

@@ -142,6 +142,9 @@ def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
     run.add_argument("--eval-period", type=int, default=5,
                      help="COCO evaluation of the validation set every this many epochs (0: never; best weights "
                           "then follow the validation loss)")
+    run.add_argument("--select-by", choices=("auto", "mAP50", "val_loss", "last"), default="auto",
+                     help="which epoch best_epoch_weights.pth holds: the highest val mAP50, the lowest val loss or "
+                          "the last epoch (auto, the release's rule: mAP50 when --eval-period > 0, else val_loss)")
     run.add_argument("--eval-conf", type=float, default=0.001, help="confidence threshold of that evaluation")
     run.add_argument("--eval-nms", type=float, default=0.65, help="NMS IoU threshold of that evaluation")
     run.add_argument("--resume", default=None,
@@ -174,6 +177,8 @@ def check_args(args: argparse.Namespace) -> None:
     if args.lr_decay == "step" and args.epochs < STEP_DECAY_STEPS:
         raise SSTNetError(f"--lr-decay step: needs --epochs of at least {STEP_DECAY_STEPS} (the rate drops every "
                           f"epochs/{STEP_DECAY_STEPS} epochs), got {args.epochs}")
+    if args.select_by == "mAP50" and args.eval_period == 0:
+        raise SSTNetError("--select-by mAP50: needs --eval-period > 0 (with 0 no epoch computes a val mAP50)")
 
 
 def augment_config(args: argparse.Namespace) -> "AugmentConfig":
@@ -212,5 +217,5 @@ def main(argv: list[str] | None, defaults: DatasetDefaults) -> int:
     trainer = Trainer(args)
     best = trainer.fit()
     if trainer.dist.is_main:
-        print(f"done: best epoch {best.epoch} ({best.criterion} {best.value:.4g}); weights in {trainer.run_dir}")
+        print(f"done: best epoch {best.epoch} ({best.describe()}); weights in {trainer.run_dir}")
     return 0

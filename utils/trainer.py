@@ -57,9 +57,21 @@ class Phase:
     batch_size: int
 
 
+# What best_epoch_weights.pth holds under each --select-by criterion, as the run's log says it.
+SELECTION_WORDS = {"mAP50": "highest val mAP50", "val_loss": "lowest val loss", "last": "the last epoch"}
+
+
+def selection_criterion(select_by: str, eval_period: int) -> str:
+    """``--select-by`` resolved: ``auto`` is the release's rule, val mAP50 when it is computed, else val loss."""
+    if select_by != "auto":
+        return select_by
+    return "mAP50" if eval_period > 0 else "val_loss"
+
+
 @dataclass
 class BestRecord:
-    """The best epoch so far under ``criterion`` (``mAP50``: higher is better; ``val_loss``: lower is better)."""
+    """The best epoch so far under ``criterion`` (``mAP50``: higher is better; ``val_loss``: lower is better;
+    ``last``: every epoch replaces the one before, its value being the epoch number)."""
 
     criterion: str
     value: float = math.nan
@@ -68,9 +80,14 @@ class BestRecord:
     def improves(self, value: float) -> bool:
         if math.isnan(value):
             return False
-        if math.isnan(self.value):
+        if math.isnan(self.value) or self.criterion == "last":
             return True
         return value > self.value if self.criterion == "mAP50" else value < self.value
+
+    def describe(self) -> str:
+        if self.criterion == "last":
+            return "the last epoch"
+        return f"{self.criterion} {self.value:.4g}"
 
 
 def seed_everything(seed: int) -> None:
@@ -185,7 +202,7 @@ class Trainer:
         self.train_sampler, self.val_sampler = self.samplers(args.batch_size)
         self.phase = Phase(False, args.batch_size)
         self.start_epoch = 0
-        self.best = BestRecord("mAP50" if args.eval_period > 0 else "val_loss")
+        self.best = BestRecord(selection_criterion(args.select_by, args.eval_period))
         rows = []
         if self.resume_state is not None:
             rows = self._load_resume_state(self.resume_state)
@@ -432,11 +449,11 @@ class Trainer:
         if (epoch + 1) % args.save_period == 0 or epoch + 1 == args.epochs:
             name = f"ep{epoch + 1:03d}-loss{row['loss']:.3f}-val_loss{row['val_loss']:.3f}.pth"
             save_weights(weights, self.run_dir / name, sidecar)
-        value = row.get(self.best.criterion, math.nan)
+        value = epoch + 1 if self.best.criterion == "last" else row.get(self.best.criterion, math.nan)
         if self.best.improves(value):
             self.best = BestRecord(self.best.criterion, value, epoch + 1)
             save_weights(weights, self.run_dir / "best_epoch_weights.pth", sidecar)
-            self.log(f"  best_epoch_weights.pth <- epoch {epoch + 1} ({self.best.criterion} {value:.4g})")
+            self.log(f"  best_epoch_weights.pth <- epoch {epoch + 1} ({self.best.describe()})")
         save_weights(weights, self.run_dir / "last_epoch_weights.pth", sidecar)
         save_resume({"model": self.model.state_dict(), "ema": self.ema.state_dict(),
                      "optimizer": self.optimizer.state_dict(),
@@ -461,7 +478,7 @@ class Trainer:
             self.log(f"training {len(self.train_set)} frames ({self.train_sampler.steps} steps of "
                      f"{self.phase.batch_size} per epoch), validating on {len(self.val_set)}; "
                      f"lr {self.lr:.3g} → {self.min_lr:.3g}; "
-                     f"best weights by {'val mAP50' if self.best.criterion == 'mAP50' else 'lowest val loss'}; "
+                     f"best weights: {SELECTION_WORDS[self.best.criterion]}; "
                      f"run folder {self.run_dir}")
         epoch = self.start_epoch
         try:
