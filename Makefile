@@ -38,17 +38,24 @@ demo: $(STAMP)
 	$(PY) utils_coco/make_synthetic.py --out $(DEMO_DATA) --quiet; \
 	$(PY) utils_coco/make_synthetic.py --out $(WARMUP_DATA) --seed 2024 --target-snr 10 20 --quiet; \
 	rm -rf $(DEMO_OUT); \
+	data=$$(date +%s); \
 	$(PY) train_daub.py --data-root $(WARMUP_DATA) $(DEMO_TRAIN) --epochs 3 --epoch-fraction 0.45 \
 		--eval-period 0 --save-dir $(DEMO_OUT)/warmup; \
+	warmup=$$(date +%s); \
 	$(PY) train_daub.py --data-root $(DEMO_DATA) $(DEMO_TRAIN) --epochs 6 --epoch-fraction 0.55 \
 		--eval-period 3 --pretrained $(DEMO_OUT)/warmup/last_epoch_weights.pth --save-dir $(DEMO_OUT)/train; \
+	train=$$(date +%s); \
 	$(PY) vid_map_coco.py --weights $(DEMO_OUT)/train/best_epoch_weights.pth --data-root $(DEMO_DATA) \
 		--out-dir $(DEMO_OUT)/map --quiet; \
+	evaluation=$$(date +%s); \
 	$(PY) vid_predict.py --mode video --weights $(DEMO_OUT)/train/best_epoch_weights.pth \
 		--source $(DEMO_DATA)/images/test/data10 --gt $(DEMO_DATA)/annotations/instances_test2017.json \
 		--conf $(DEMO_CONF) --out $(DEMO_OUT)/data10.mp4 --quiet; \
+	end=$$(date +%s); \
 	echo; echo "demo test split: $$(tail -n 1 $(DEMO_OUT)/map/summary.txt)"; \
-	echo "demo wall time: $$(( $$(date +%s) - start )) s; outputs in $(DEMO_OUT)/"
+	echo "demo wall time: $$((end - start)) s (data $$((data - start)) s, warm-up stage $$((warmup - data)) s," \
+		"training stage $$((train - warmup)) s, evaluation $$((evaluation - train)) s, video $$((end - evaluation)) s);" \
+		"outputs in $(DEMO_OUT)/"
 
 # README's pictures from the last `make demo`: one annotated test frame and the test split's PR curve.
 readme-figures: $(STAMP)
