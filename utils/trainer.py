@@ -86,7 +86,7 @@ class BestRecord:
 
     def describe(self) -> str:
         if self.criterion == "last":
-            return "the last epoch"
+            return SELECTION_WORDS["last"]
         return f"{self.criterion} {self.value:.4g}"
 
 
