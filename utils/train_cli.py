@@ -141,7 +141,7 @@ def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
     run.add_argument("--save-period", type=int, default=10, help="also keep epNNN-*.pth every this many epochs")
     run.add_argument("--eval-period", type=int, default=5,
                      help="COCO evaluation of the validation set every this many epochs (0: never; best weights "
-                          "then follow the validation loss)")
+                          "then follow the validation loss unless --select-by says otherwise)")
     run.add_argument("--select-by", choices=("auto", "mAP50", "val_loss", "last"), default="auto",
                      help="which epoch best_epoch_weights.pth holds: the highest val mAP50, the lowest val loss or "
                           "the last epoch (auto, the release's rule: mAP50 when --eval-period > 0, else val_loss)")

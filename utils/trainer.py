@@ -71,7 +71,7 @@ def selection_criterion(select_by: str, eval_period: int) -> str:
 @dataclass
 class BestRecord:
     """The best epoch so far under ``criterion`` (``mAP50``: higher is better; ``val_loss``: lower is better;
-    ``last``: every epoch replaces the one before, its value being the epoch number)."""
+    ``last``: its value is the epoch number, so every epoch replaces the one before)."""
 
     criterion: str
     value: float = math.nan
@@ -80,9 +80,9 @@ class BestRecord:
     def improves(self, value: float) -> bool:
         if math.isnan(value):
             return False
-        if math.isnan(self.value) or self.criterion == "last":
+        if math.isnan(self.value):
             return True
-        return value > self.value if self.criterion == "mAP50" else value < self.value
+        return value < self.value if self.criterion == "val_loss" else value > self.value
 
     def describe(self) -> str:
         if self.criterion == "last":
