@@ -289,7 +289,7 @@ def test_irdst_layout_uses_odd_train_and_even_test_folders_and_tight_boxes(tmp_p
     ({"snr_window": 14}, "snr_window"),
     ({"clutter_max_wavelength": 2.5}, "clutter_max_wavelength"),
     ({"train_sequences": 0, "test_sequences": 0}, "train_sequences"),
-    ({"drift_speed": (1.0, 100.0)}, "drift_speed"),
+    ({"drift_speed": (1.0, 100.0), "frames_per_sequence": 100}, "drift_speed"),
 ])
 def test_invalid_config_is_rejected_naming_the_field(changes, field):
     with pytest.raises(SSTNetError, match=rf"synthetic config: {field}: "):

@@ -57,11 +57,11 @@ class SyntheticConfig:
     """Folder layout and box style: daub (images/SPLIT/dataN/K.bmp, 8x8 boxes), irdst (images/N/K.bmp, tight boxes)."""
     seed: int = 2023
     """Master seed; a sequence depends only on (seed, split, its index in the split)."""
-    train_sequences: int = 8
+    train_sequences: int = 32
     """Number of training sequences."""
-    test_sequences: int = 2
+    test_sequences: int = 40
     """Number of test sequences."""
-    frames_per_sequence: int = 100
+    frames_per_sequence: int = 25
     """Frames in every sequence."""
     height: int | None = None
     """Frame height in pixels (unset: 256 for daub, 320 for irdst)."""
