@@ -63,7 +63,7 @@ demo: $(STAMP)
 # README's pictures from the last `make demo`: one annotated test frame and the test split's PR curve.
 readme-figures: $(STAMP)
 	$(PY) vid_predict.py --weights $(DEMO_OUT)/train/best_epoch_weights.pth \
-		--source $(DEMO_DATA)/images/test/data34/12.bmp --gt $(DEMO_DATA)/annotations/instances_test2017.json \
+		--source $(DEMO_DATA)/images/test/data34/24.bmp --gt $(DEMO_DATA)/annotations/instances_test2017.json \
 		--conf $(DEMO_CONF) --out readme/demo_frame.png --quiet
 	cp $(DEMO_OUT)/map/pr_curve.png readme/demo_pr_curve.png
 
