@@ -31,7 +31,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 # The bundled demo dataset (synthetic, DAUB layout, default seed) and the committed files made from it: json/, the
 # index txts and README's preview (they regenerate byte for byte).
 data: $(STAMP)
-	$(PY) utils_coco/make_synthetic.py --out $(DEMO_DATA) --preview readme/synthetic_frames.png
+	$(PY) utils_coco/make_synthetic.py --out $(DEMO_DATA) --remove-stale --preview readme/synthetic_frames.png
 	$(PY) utils_coco/coco_to_txt.py --json $(DEMO_DATA)/annotations/instances_train2017.json --out coco_train.txt
 	$(PY) utils_coco/coco_to_txt.py --json $(DEMO_DATA)/annotations/instances_test2017.json --out coco_val.txt
 	cp $(DEMO_DATA)/annotations/instances_train2017.json $(DEMO_DATA)/annotations/instances_test2017.json json/
@@ -39,8 +39,8 @@ data: $(STAMP)
 # The demo writes only under $(DEMO_OUT)/ and datasets/; `make readme-figures` afterwards refreshes README's pictures.
 demo: $(STAMP)
 	@start=$$(date +%s); set -e; \
-	$(PY) utils_coco/make_synthetic.py --out $(DEMO_DATA) --quiet; \
-	$(PY) utils_coco/make_synthetic.py --out $(WARMUP_DATA) --seed 2024 --target-snr 10 20 --test-sequences 2 --quiet; \
+	$(PY) utils_coco/make_synthetic.py --out $(DEMO_DATA) --remove-stale --quiet; \
+	$(PY) utils_coco/make_synthetic.py --out $(WARMUP_DATA) --remove-stale --seed 2024 --target-snr 10 20 --test-sequences 2 --quiet; \
 	rm -rf $(DEMO_OUT); \
 	data=$$(date +%s); \
 	$(PY) train_daub.py --data-root $(WARMUP_DATA) $(DEMO_TRAIN) --epochs 3 --epoch-fraction 0.45 \
@@ -94,7 +94,7 @@ REAL_TRAIN := $(SMALL_TRAIN) --lr 1e-3 --val-fraction 0.25 --mix-data $(REAL_SYN
 real: $(STAMP)
 	@start=$$(date +%s); set -e; \
 	test -f $(DATA)/annotations/instances_train2017.json || { echo "make real: DATA=$(DATA): no annotations/instances_train2017.json (a DAUB-layout folder is expected)"; exit 2; }; \
-	$(PY) utils_coco/make_synthetic.py --out $(REAL_SYNTHETIC) $(REAL_SYNTHETIC_FLAGS) --quiet; \
+	$(PY) utils_coco/make_synthetic.py --out $(REAL_SYNTHETIC) --remove-stale $(REAL_SYNTHETIC_FLAGS) --quiet; \
 	rm -rf $(REAL_OUT); \
 	$(PY) train_daub.py --data-root $(DATA) $(REAL_TRAIN) --save-dir $(REAL_OUT)/train; \
 	$(PY) vid_map_coco.py --weights $(REAL_OUT)/train/best_epoch_weights.pth --data-root $(DATA) --per-sequence \

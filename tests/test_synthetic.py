@@ -1,5 +1,6 @@
 """The synthetic dataset generator: determinism, contrast and motion statistics, layouts, COCO output and its CLI."""
 import hashlib
+import json
 import subprocess
 import sys
 
@@ -11,8 +12,8 @@ from pycocotools.coco import COCO
 from conftest import REPO
 from utils.annotations import read_coco
 from utils.errors import SSTNetError
-from utils.synthetic import (SyntheticConfig, config_field_docs, generate_dataset, render_sequence, save_preview,
-                             sequence_specs)
+from utils.synthetic import (SyntheticConfig, config_field_docs, generate_dataset, remove_stale_frames, render_sequence,
+                             save_preview, sequence_specs)
 
 SCRIPT = REPO / "utils_coco" / "make_synthetic.py"
 SMALL = dict(train_sequences=2, test_sequences=1, frames_per_sequence=10, height=64, width=96)
@@ -335,3 +336,29 @@ def test_cli_bad_argument_is_a_one_line_error(tmp_path, args):
     assert result.stderr.startswith("error: synthetic config: ") and result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_regenerating_smaller_warns_then_removes_stale_frames(tmp_path):
+    out = tmp_path / "out"
+    small = ("--out", out, "--quiet", "--test-sequences", 1, "--frames-per-sequence", 3, "--height", 48, "--width", 64)
+    assert run_cli(*small, "--train-sequences", 3).returncode == 0
+    kept = run_cli(*small, "--train-sequences", 2)
+    assert kept.returncode == 0
+    # Test sequences are numbered after the training ones: train/data3 and test/data4 are both left over.
+    assert "warning: 6 frame(s)" in kept.stderr and "--remove-stale" in kept.stderr
+    assert (out / "images" / "train" / "data3" / "0.bmp").is_file()
+    removed = run_cli(*small, "--train-sequences", 2, "--remove-stale")
+    assert removed.returncode == 0 and removed.stderr == ""
+    assert not (out / "images" / "train" / "data3").exists() and not (out / "images" / "test" / "data4").exists()
+    frames = sorted(path.relative_to(out / "images").as_posix() for path in (out / "images").rglob("*.bmp"))
+    listed = [image["file_name"] for split in ("train", "test")
+              for image in json.loads((out / "annotations" / f"instances_{split}2017.json").read_text())["images"]]
+    assert frames == sorted(name.removeprefix("images/") for name in listed)
+
+
+def test_remove_stale_frames_refuses_paths_outside_the_images_folder(tmp_path):
+    generate_dataset(tmp_path, SyntheticConfig(**SMALL), progress=False)
+    outsider = tmp_path / "annotations" / "instances_train2017.json"
+    with pytest.raises(SSTNetError, match="not a frame under"):
+        remove_stale_frames(tmp_path, [str(outsider)])
+    assert outsider.is_file()

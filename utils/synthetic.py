@@ -571,7 +571,7 @@ def generate_dataset(root: str | os.PathLike, config: SyntheticConfig | None = N
     ``frames``, ``annotations`` and ``empty_frames`` and its ``json`` path, ``config`` (the path of the
     config record), ``files_written``, ``seconds``,
     ``frames_per_second`` and ``stale_files``: images under ``root/images`` that this run did not write
-    (left from an earlier, larger run; they are left alone).
+    (left from an earlier, larger run; they are left alone here, :func:`remove_stale_frames` deletes them).
     """
     config = config if config is not None else SyntheticConfig()
     root = ensure_dir(root)
@@ -617,6 +617,28 @@ def generate_dataset(root: str | os.PathLike, config: SyntheticConfig | None = N
     summary.update(files_written=len(written), seconds=seconds, frames_per_second=frame_count / max(seconds, 1e-9),
                    stale_files=sorted(str(path) for path in (root / "images").rglob("*.bmp") if path not in written))
     return summary
+
+
+def remove_stale_frames(root: str | os.PathLike, stale: list[str]) -> int:
+    """Delete ``stale`` (the ``stale_files`` of :func:`generate_dataset` for ``root``) and the sequence folders they
+    leave empty under ``root/images``; returns the number of files deleted. Paths outside ``root/images`` are
+    refused, so a wrong list cannot delete anything else."""
+    images = (Path(root) / "images").resolve()
+    paths = [Path(name).resolve() for name in stale]
+    outside = [path for path in paths if images not in path.parents or path.suffix != ".bmp"]
+    if outside:
+        raise SSTNetError(f"{outside[0]}: not a frame under {images}; nothing was deleted")
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise SSTNetError(f"{path}: cannot delete stale frame ({exc.strerror or exc})") from exc
+    # Deepest folders first, so that a sequence folder emptied of its frames goes before its parent.
+    for folder in sorted({parent for path in paths for parent in path.parents if images in parent.parents},
+                         key=lambda folder: len(folder.parts), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    return len(paths)
 
 
 def save_preview(path: str | os.PathLike, config: SyntheticConfig | None = None, rows: int = 2, columns: int = 4,

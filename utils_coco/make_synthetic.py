@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.cli import make_parser  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 from utils.synthetic import (LAYOUTS, SyntheticConfig, config_field_docs, config_from_mapping,  # noqa: E402
-                             generate_dataset, save_preview)
+                             generate_dataset, remove_stale_frames, save_preview)
 
 DEFAULT_OUT = Path("datasets/synthetic_daub")
 
@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preview", type=Path, default=None,
                         help="also write a PNG of consecutive frames from two sequences with their boxes "
                              "(default: none)")
+    parser.add_argument("--remove-stale", action="store_true",
+                        help="delete the frames under --out/images that this run did not write (left from an earlier, "
+                             "larger dataset) and the folders they leave empty (default: keep them and warn)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary (default: shown)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     add_config_arguments(parser)
@@ -87,10 +90,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{summary['seconds']:.1f} s ({summary['frames_per_second']:.0f} frames/s)")
         if args.preview is not None:
             print(f"preview: {args.preview}")
-    if summary["stale_files"]:
+    if summary["stale_files"] and args.remove_stale:
+        removed = remove_stale_frames(args.out, summary["stale_files"])
+        if not args.quiet:
+            print(f"removed {removed} stale frame(s) left from an earlier dataset under {summary['root']}/images")
+    elif summary["stale_files"]:
         print(f"warning: {len(summary['stale_files'])} frame(s) under {summary['root']}/images were not written by "
               f"this run (left from an earlier one), e.g. {summary['stale_files'][0]}; "
-              "delete them or use a fresh --out", file=sys.stderr)
+              "delete them with --remove-stale or use a fresh --out", file=sys.stderr)
     return 0
 
 
