@@ -17,9 +17,12 @@ DEMO_MODEL := --input-size 256 --phi nano
 SMALL_TRAIN := $(DEMO_MODEL) --lstm-hidden 16 --optimizer adam --no-scale-lr --min-lr-ratio 0.1 \
 	--prior-prob 0.01 --batch-size 4 --exist-ok
 DEMO_SEED ?= 2023
+# bf16 autocast with channels-last: a training step ~1.5x faster on CPUs with native bf16 (avx512_bf16, amx_bf16);
+# elsewhere bf16 would be emulated, so the demo trains in float32 there.
+DEMO_AMP := $(shell grep -qw -e avx512_bf16 -e amx_bf16 /proc/cpuinfo 2>/dev/null && echo --amp bf16 --channels-last)
 # The test sequence of the demo's video and README's frame.
 DEMO_SEQUENCE := data34
-DEMO_TRAIN := $(SMALL_TRAIN) --seed $(DEMO_SEED)
+DEMO_TRAIN := $(SMALL_TRAIN) $(DEMO_AMP) --seed $(DEMO_SEED)
 
 .PHONY: demo readme-figures real test bench data clean-demo
 
@@ -46,7 +49,7 @@ demo: $(STAMP)
 	$(PY) train_daub.py --data-root $(WARMUP_DATA) $(DEMO_TRAIN) --epochs 3 --epoch-fraction 0.45 \
 		--lr 1e-3 --val-fraction 0.2 --eval-period 0 --save-dir $(DEMO_OUT)/warmup; \
 	warmup=$$(date +%s); \
-	$(PY) train_daub.py --data-root $(DEMO_DATA) $(DEMO_TRAIN) --epochs 6 --epoch-fraction 0.55 \
+	$(PY) train_daub.py --data-root $(DEMO_DATA) $(DEMO_TRAIN) --epochs 8 --epoch-fraction 0.55 \
 		--lr 5e-4 --val-fraction 0.05 --eval-period 0 --select-by last \
 		--pretrained $(DEMO_OUT)/warmup/last_epoch_weights.pth --save-dir $(DEMO_OUT)/train; \
 	train=$$(date +%s); \
