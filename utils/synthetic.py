@@ -57,7 +57,7 @@ class SyntheticConfig:
     """Folder layout and box style: daub (images/SPLIT/dataN/K.bmp, 8x8 boxes), irdst (images/N/K.bmp, tight boxes)."""
     seed: int = 2023
     """Master seed; a sequence depends only on (seed, split, its index in the split)."""
-    train_sequences: int = 32
+    train_sequences: int = 128
     """Number of training sequences."""
     test_sequences: int = 40
     """Number of test sequences."""
