@@ -13,9 +13,10 @@ DEMO_CONF := 0.3
 # the bundled dataset at half the learning rate (at 1e-3 the schedule's jump to the peak after the first epoch
 # set one seed's training back: it ended at half the others' mAP50). The first stage's outcome decides how far the
 # second gets (benchmarks/NOTES.md), so it runs 6 short epochs: its learning rate follows the cosine down instead of
-# falling back from the peak after one epoch. Both datasets have 128 training scenes: each step sees new scenes
-# rather than the same 32 again. The model is the last epoch's: no COCO evaluation during training, and the
-# validation loss on a twentieth of the test split only draws the loss curve.
+# falling back from the peak after one epoch. Both datasets have 128 training scenes (3,200 frames): each step sees
+# new scenes rather than the same 32 again; the epoch fractions below give 44 and 110 steps of 4 per epoch. The
+# model is the last epoch's: no COCO evaluation during training, and the validation loss on a twentieth of the test
+# split only draws the loss curve.
 DEMO_MODEL := --input-size 256 --phi nano
 SMALL_TRAIN := $(DEMO_MODEL) --lstm-hidden 16 --optimizer adam --no-scale-lr --min-lr-ratio 0.1 \
 	--prior-prob 0.01 --batch-size 4 --exist-ok
@@ -84,8 +85,8 @@ REAL_OUT ?= real_out
 REAL_EPOCHS ?= 30
 REAL_EPOCH_FRACTION ?= 0.333
 REAL_SEED ?= 2023
-REAL_SYNTHETIC_FLAGS := --seed 2025 --train-sequences 32 --target-snr 5 15 --target-sigma 0.5 1.2 --target-speed 0.1 1.5 \
-	--drift-speed 0 0.5 --distractors-per-frame 0.5 2 --clutter-std 8 25
+REAL_SYNTHETIC_FLAGS := --seed 2025 --train-sequences 32 --target-snr 5 15 --target-sigma 0.5 1.2 \
+	--target-speed 0.1 1.5 --drift-speed 0 0.5 --distractors-per-frame 0.5 2 --clutter-std 8 25
 REAL_AUGMENT := --flip-lr 0.5 --flip-ud 0.5 --translate 0.25 --scale 0.8 1.25 --contrast 0.2 --brightness 0.05 \
 	--gamma 0.2 --noise 2
 # A weight EMA over about 500 steps (the release's ramp would leave it nearly unaveraged in 3,000 steps) evens out
