@@ -5,8 +5,9 @@ dict, one wrapped as ``{"model": ...}`` (official YOLOX checkpoints, ours) or ``
 without the ``module.`` prefix DataParallel / DDP add.
 
 - ``strict``: the checkpoint must hold exactly the model's keys with the model's shapes (full SSTNet weights, e.g.
-  the authors'). Anything else raises :class:`SSTNetError` naming the first missing / unexpected keys and shape
-  mismatches, and nothing is loaded.
+  the authors'), or exactly its detector's (backbone, neck, head: ``strip_weights.py``'s detector-only weights;
+  the training-only motion branch then keeps its initialisation). Anything else raises :class:`SSTNetError`
+  naming the first missing / unexpected keys and shape mismatches, and nothing is loaded.
 - ``partial``: every checkpoint tensor whose key exists in the model with the same shape is loaded, the rest are
   skipped and listed in the report (the released way of starting from COCO-pretrained YOLOX weights: the official
   YOLOX-s ``backbone.backbone.*`` darknet and the top-down ``backbone.lateral_conv0`` / ``C3_p4`` /
@@ -91,6 +92,22 @@ def model_part(key: str) -> str:
     return top if top in MODEL_PARTS else "motion branch"
 
 
+def is_detector_key(key: str) -> bool:
+    """Whether a state-dict key belongs to the detector (backbone, neck, head): what inference runs."""
+    return model_part(key) != "motion branch"
+
+
+def holds_motion_branch(state: Mapping[str, torch.Tensor]) -> bool:
+    return any(not is_detector_key(key) for key in state)
+
+
+def detector_state(state: Mapping[str, torch.Tensor], dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The detector's tensors of ``state`` (the training-only motion branch left out), floating ones cast to
+    ``dtype`` when given (integer counters stay as they are)."""
+    return {key: value.to(dtype) if dtype is not None and value.is_floating_point() else value
+            for key, value in state.items() if is_detector_key(key)}
+
+
 def read_checkpoint(path: str | os.PathLike) -> Any:
     """``torch.load`` (CPU, weights only) with one-line errors naming the file."""
     path = Path(path)
@@ -155,7 +172,10 @@ def load_weights(model: nn.Module, source: str | os.PathLike | Mapping, mode: st
     report = LoadReport(source=name, mode=mode)
 
     if mode == "strict":
-        missing = [key for key in model_state if key not in state]
+        # Detector-only weights (strip_weights.py) fit: the training-only motion branch, absent as a whole, keeps
+        # its initialisation; inference never runs it.
+        optional = () if holds_motion_branch(state) else [key for key in model_state if not is_detector_key(key)]
+        missing = [key for key in model_state if key not in state and key not in optional]
         unexpected = [key for key in state if key not in model_state]
         mismatched = [f"{key} {tuple(state[key].shape)} vs model {tuple(value.shape)}"
                       for key, value in model_state.items() if key in state and state[key].shape != value.shape]
@@ -169,8 +189,9 @@ def load_weights(model: nn.Module, source: str | os.PathLike | Mapping, mode: st
                 problems.append(f"{len(mismatched)} with another shape: {_first(mismatched)}")
             raise SSTNetError(f"{name}: weights do not fit this model (another architecture, variant, frame or "
                               f"class count?) — {'; '.join(problems)}")
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict({**model_state, **state}, strict=True)
         report.loaded = list(state)
+        report.missing = list(optional)
         return report
 
     merged = dict(model_state)
@@ -203,12 +224,13 @@ _LSTM = "mapping1.2.weight"                   # output channels: the motion bran
 
 
 def architecture_of(state: Mapping[str, torch.Tensor], source: str = "weights") -> dict[str, int | str]:
-    """phi, frames per window, classes and motion-branch width of SSTNet weights, read off tensor shapes.
+    """phi, frames per window, classes and motion-branch width (None for detector-only weights) of SSTNet
+    weights, read off tensor shapes.
 
     Works for weights without a sidecar (e.g. the authors'); raises :class:`SSTNetError` when a tensor that tells
     one of them is absent (not SSTNet weights).
     """
-    missing = [key for key in (_STEM, _NECK_REF, _NECK_WIDTH, _CLASSES, _LSTM) if key not in state]
+    missing = [key for key in (_STEM, _NECK_REF, _NECK_WIDTH, _CLASSES) if key not in state]
     if missing:
         raise SSTNetError(f"{source}: not SSTNet weights (no {_first(missing)})")
     phi = _PHI_BY_STEM_WIDTH.get(int(state[_STEM].shape[0]))
@@ -220,14 +242,15 @@ def architecture_of(state: Mapping[str, torch.Tensor], source: str = "weights") 
         raise SSTNetError(f"{source}: neck input channels {int(state[_NECK_REF].shape[1])} are not a multiple of its "
                           f"width {width}")
     return {"phi": phi, "num_frame": frames + 1, "num_classes": int(state[_CLASSES].shape[0]),
-            "lstm_hidden": int(state[_LSTM].shape[0])}
+            "lstm_hidden": int(state[_LSTM].shape[0]) if _LSTM in state else None}
 
 
 def read_trained_weights(path: str | os.PathLike,
                          any_weights: bool = False) -> tuple[TrainedModel | None, dict[str, torch.Tensor]]:
     """Load SSTNet weights and say what model they hold: from the sidecar ``<weights>.json`` when there is one
-    (checked against the tensors), else from the tensor shapes. ``any_weights``: weights that are not SSTNet's
-    (e.g. YOLOX COCO weights for ``--pretrained``) give None instead of an error."""
+    (checked against the tensors), else from the tensor shapes; detector-only weights need their sidecar for the
+    motion-branch width. ``any_weights``: weights that are not SSTNet's (e.g. YOLOX COCO weights for
+    ``--pretrained``) or that cannot say their model give None instead of an error."""
     name = str(path)
     state = extract_state_dict(read_checkpoint(path), name)
     try:
@@ -237,6 +260,11 @@ def read_trained_weights(path: str | os.PathLike,
             return None, state
         raise
     sidecar = Path(sidecar_path(path))
+    if not sidecar.exists() and shapes["lstm_hidden"] is None:
+        if any_weights:
+            return None, state
+        raise SSTNetError(f"{name}: detector-only weights without their sidecar {sidecar} (strip_weights.py writes "
+                          "both; it says the model)")
     if not sidecar.exists():
         return TrainedModel(name, shapes["phi"], shapes["num_frame"], shapes["lstm_hidden"],
                             shapes["num_classes"]), state
@@ -246,7 +274,7 @@ def read_trained_weights(path: str | os.PathLike,
         raise SSTNetError(f"{sidecar}: unreadable weights sidecar ({exc}); fix or delete it") from None
     trained = trained_from_sidecar(data, name)
     for key, value in shapes.items():
-        if getattr(trained, key) != value:
+        if value is not None and getattr(trained, key) != value:
             raise SSTNetError(f"{sidecar}: says {key} {getattr(trained, key)}, but the weights beside it hold "
                               f"{value}; the sidecar belongs to other weights (fix or delete it)")
     return trained, state

@@ -167,6 +167,76 @@ def test_pretrained_fills_the_model_flags_reports_by_part_and_applies_the_prior_
     assert torch.allclose(trainer.model.head.obj_preds[0].bias, prior)
 
 
+def strip(weights, out, *flags):
+    return run_script("strip_weights.py", "--weights", weights, "--out", out, *flags)
+
+
+def test_detector_only_weights_evaluate_as_the_full_ones_at_a_fraction_of_the_size(run, tmp_path):
+    data, folder = run
+    full = folder / "best_epoch_weights.pth"
+    detector, half = tmp_path / "detector.pth", tmp_path / "half.pth"
+    for out, flags in ((detector, ()), (half, ("--half",))):
+        result = strip(full, out, *flags)
+        assert result.returncode == 0, result.stderr
+    state = torch.load(detector, map_location="cpu", weights_only=True)
+    assert state and all(key.split(".")[0] in ("backbone", "neck", "head") for key in state)
+    assert all(value.dtype == torch.float16 for value in torch.load(half, weights_only=True).values()
+               if value.is_floating_point())
+    assert half.stat().st_size < 0.6 * detector.stat().st_size < 0.6 * full.stat().st_size
+    sidecar = json.loads(open(sidecar_path(half)).read())
+    assert sidecar["model"] == json.loads(open(sidecar_path(full)).read())["model"]
+    assert sidecar["detector_only"] == {"from": str(full), "dtype": "float16"}
+
+    reference = evaluate(data, full, tmp_path / "full")
+    stripped = evaluate(data, detector, tmp_path / "detector")
+    assert reference.returncode == 0 and stripped.returncode == 0, reference.stderr + stripped.stderr
+    assert (tmp_path / "detector/metrics.json").read_text() == (tmp_path / "full/metrics.json").read_text()
+
+    # float16 storage: the same model to within its rounding, loaded through the evaluation tools' path.
+    from utils.inference import build_model
+    windows = torch.rand(2, 3, 3, 64, 64)
+    outputs = []
+    for path in (full, half):
+        trained, weights = read_trained_weights(path)
+        spec = resolve_spec(namespace(device="cpu"), trained)
+        outputs.append(build_model(spec, trained.num_classes, weights, torch.device("cpu"), str(path))(windows))
+    for exact, rounded in zip(outputs[0], outputs[1]):
+        assert torch.allclose(exact, rounded, rtol=0.02, atol=0.02 * float(exact.abs().max()))
+
+
+def test_detector_only_weights_refuse_without_their_sidecar_and_strip_refuses_foreign_input(run, tmp_path):
+    data, folder = run
+    full = folder / "last_epoch_weights.pth"
+    detector = tmp_path / "detector.pth"
+    assert strip(full, detector).returncode == 0
+    (tmp_path / "detector.pth.json").unlink()
+    assert_clean_error(evaluate(data, detector, tmp_path / "out", "--input-size", "64"), str(detector),
+                       "detector-only weights without their sidecar")
+    bare = tmp_path / "bare.pth"
+    shutil.copy(full, bare)
+    assert_clean_error(strip(bare, tmp_path / "x.pth"), str(bare), "has no sidecar")
+    assert_clean_error(strip(full, full), "--out", "is the input weights file")
+    assert not (tmp_path / "x.pth").exists()
+
+
+def test_pretrained_from_detector_only_weights_fills_the_flags_and_starts_the_motion_branch_afresh(run, tmp_path,
+                                                                                                   capsys):
+    data, folder = run
+    detector = tmp_path / "start.pth"
+    assert strip(folder / "last_epoch_weights.pth", detector, "--half").returncode == 0
+    args = parse_args(["--data-root", str(data), "--pretrained", str(detector), "--epochs", "1", "--save-dir",
+                       str(tmp_path / "ft"), "--workers", "0", "--device", "cpu", "--batch-size", "2"], DAUB)
+    trainer = Trainer(args)
+    assert (args.phi, args.num_frame, args.input_size, args.lstm_hidden) == ("nano", 3, "64", 8)
+    report = capsys.readouterr().out
+    for part in ("backbone", "neck", "head"):
+        assert re.search(rf"{part} +\d+ tensors: all loaded", report), report
+    assert re.search(r"motion branch +(\d+) tensors: \1 absent", report), report
+    start = torch.load(detector, weights_only=True)
+    key = "backbone.backbone.stem.conv.conv.weight"
+    assert torch.equal(trainer.model.state_dict()[key], start[key].float())
+
+
 def test_every_script_shows_the_shared_options_identically():
     def option_help(script):
         text = run_script(script, "--help").stdout

@@ -8,7 +8,7 @@ import torch
 
 from nets.backbone import FeatureExtractor
 from nets.sstnet import Network
-from nets.weights import load_weights
+from nets.weights import load_weights, model_part
 from utils.errors import SSTNetError
 
 
@@ -72,6 +72,29 @@ def test_strict_rejects_another_architecture_naming_missing_and_unexpected(tmp_p
     with pytest.raises(SSTNetError, match=r"1 missing: head\.stems\.0\.conv\.weight.*1 unexpected: head\.extra"):
         load_weights(model, broken)
     assert_loaded(model, before)  # a failed strict load changes nothing
+
+
+def test_strict_takes_detector_only_weights_but_not_a_partial_motion_branch(source_state):
+    detector = {key: value for key, value in source_state.items() if model_part(key) != "motion branch"}
+    assert 0 < len(detector) < len(source_state)
+    torch.manual_seed(2)
+    model = small()
+    initial = {key: value.clone() for key, value in model.state_dict().items()}
+    report = load_weights(model, detector, mode="strict")
+    assert set(report.loaded) == set(detector) and set(report.missing) == set(source_state) - set(detector)
+    assert report.by_part()["motion branch"]["absent"] == len(report.missing)
+    loaded = model.state_dict()
+    for key, value in source_state.items():
+        assert torch.equal(loaded[key], detector[key] if key in detector else initial[key]), key
+
+    partial = dict(source_state)
+    del partial["mapping1.2.weight"]
+    with pytest.raises(SSTNetError, match=r"1 missing: mapping1\.2\.weight"):
+        load_weights(small(), partial, mode="strict")
+    incomplete = dict(detector)
+    del incomplete["head.stems.0.conv.weight"]
+    with pytest.raises(SSTNetError, match=r"missing: head\.stems\.0\.conv\.weight"):
+        load_weights(small(), incomplete, mode="strict")
 
 
 def yolox_official_like(phi="nano"):
