@@ -1,4 +1,6 @@
-"""The committed json/ files and index txts are exactly what `make data` regenerates from the default seed."""
+"""The committed json/ files and index txts are exactly what `make data` regenerates from the default seed, and the
+shipped starting weights fit the model `make demo` trains."""
+import shlex
 import subprocess
 import sys
 
@@ -18,3 +20,33 @@ def test_default_synthetic_dataset_regenerates_the_committed_files(tmp_path):
                                  str(out)], cwd=REPO, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         assert out.read_bytes() == (REPO / index).read_bytes()
+
+
+def demo_training_flags() -> list[str]:
+    """The flags `make demo` passes to train_daub.py, read from make's dry run."""
+    result = subprocess.run(["make", "-n", "--no-print-directory", "demo"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    script = result.stdout.replace("\\\n", " ")
+    command = script[script.index("train_daub.py") + len("train_daub.py"):]
+    return shlex.split(command[:command.index(";")])
+
+
+def test_the_shipped_starting_weights_fit_the_demo_model_and_say_what_they_are():
+    from nets import Network
+    from nets.weights import load_weights, read_trained_weights
+    from utils.model_spec import resolve_spec
+    from utils.train_cli import DAUB, parse_args
+
+    args = parse_args(demo_training_flags(), DAUB)
+    start = REPO / args.pretrained
+    assert start.parent.name == "weights" and start.stat().st_size < 6 * 2**20
+    trained, state = read_trained_weights(start)
+    assert trained.from_sidecar and trained.extra["detector_only"]["dtype"] == "float16"
+    assert trained.input_shape == (int(args.input_size),) * 2
+    spec = resolve_spec(args, trained)  # a demo flag contradicting the weights would raise here
+    model = Network(trained.num_classes, spec.num_frame, spec.phi, lstm_hidden=spec.lstm_hidden)
+    report = load_weights(model, state, mode="partial")
+    parts = report.by_part()
+    assert all(parts[part]["loaded"] > 0 and parts[part]["loaded"] == sum(parts[part].values())
+               for part in ("backbone", "neck", "head")), parts
+    assert parts["motion branch"]["loaded"] == 0 and report.num_skipped == 0
