@@ -67,7 +67,7 @@ demo: $(STAMP)
 		"evaluation $$((evaluation - train)) s, video $$((end - evaluation)) s); outputs in $(DEMO_OUT)/"
 
 # The demo's starting weights, remade: the first stage on its own brighter dataset, then its detector part in float16
-# over $(DEMO_START) (a tracked file, like `make data`'s). Not part of `make demo`; about 6 minutes on 2 idle cores.
+# over $(DEMO_START) (a tracked file, like `make data`'s). Not part of `make demo`; about 7 minutes on 2 idle cores.
 demo-start: $(STAMP)
 	@set -e; \
 	$(PY) utils_coco/make_synthetic.py --out $(WARMUP_DATA) --remove-stale --seed 2024 --target-snr 10 20 \
