@@ -260,12 +260,12 @@ def read_trained_weights(path: str | os.PathLike,
             return None, state
         raise
     sidecar = Path(sidecar_path(path))
-    if not sidecar.exists() and shapes["lstm_hidden"] is None:
-        if any_weights:
-            return None, state
-        raise SSTNetError(f"{name}: detector-only weights without their sidecar {sidecar} (strip_weights.py writes "
-                          "both; it says the model)")
     if not sidecar.exists():
+        if shapes["lstm_hidden"] is None:
+            if any_weights:
+                return None, state
+            raise SSTNetError(f"{name}: detector-only weights without their sidecar {sidecar} (strip_weights.py "
+                              "writes both; it says the model)")
         return TrainedModel(name, shapes["phi"], shapes["num_frame"], shapes["lstm_hidden"],
                             shapes["num_classes"]), state
     try:

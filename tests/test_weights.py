@@ -8,7 +8,7 @@ import torch
 
 from nets.backbone import FeatureExtractor
 from nets.sstnet import Network
-from nets.weights import load_weights, model_part
+from nets.weights import detector_state, load_weights
 from utils.errors import SSTNetError
 
 
@@ -75,7 +75,7 @@ def test_strict_rejects_another_architecture_naming_missing_and_unexpected(tmp_p
 
 
 def test_strict_takes_detector_only_weights_but_not_a_partial_motion_branch(source_state):
-    detector = {key: value for key, value in source_state.items() if model_part(key) != "motion branch"}
+    detector = detector_state(source_state)
     assert 0 < len(detector) < len(source_state)
     torch.manual_seed(2)
     model = small()
