@@ -25,13 +25,15 @@ from utils.train_cli import DAUB
 DEFAULT_ANN = "annotations/instances_test2017.json"
 # The options that only mean something when a model runs, refused with --detections.
 MODEL_RUN_OPTIONS = ("conf", "nms", "engine", "letterbox", "batch_size", "workers", "phi", "num_frame", "input_size",
-                     "lstm_hidden", "computation", "device", "amp", "threads")
+                     "lstm_hidden", "computation", "device", "amp", "threads", "frozen_motion")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(__doc__)
-    parser.add_argument("--data-root", type=Path, default=None,
-                        help="dataset root (default: the bundled synthetic DAUB-layout dataset)")
+    parser.add_argument("--data-root", type=Path, nargs="+", default=None, metavar="ROOT",
+                        help="dataset root; several roots are scored together as one test set (the overall figure), "
+                             "each also on its own with --group-by dataset (default: the bundled synthetic DAUB-layout "
+                             "dataset)")
     parser.add_argument("--ann", default=DEFAULT_ANN, help="COCO json to score, relative to --data-root unless absolute"
                                                            f" (default: {DEFAULT_ANN})")
     add_detector_arguments(parser, conf=0.001, nms=0.65, engine_aliases=("--mode",))
@@ -49,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--per-sequence", action="store_true",
                         help="also score every sequence (frame folder) on its own: a table on the console and "
                              "per_sequence.json in --out-dir")
+    parser.add_argument("--group-by", nargs="+", default=[], metavar="ATTRIBUTE",
+                        help="also score the frames of each value of these attributes on their own: dataset (with "
+                             "several --data-root), video, or an attribute of the clips in the annotation file's "
+                             "videos list (videos_to_daub.py copies them from its split file, e.g. distance_bin, and "
+                             "adds class from the clip's name); a table each and per_<attribute>.json in --out-dir")
+    parser.add_argument("--frozen-motion", action="store_true",
+                        help="diagnostic: every key frame's window is the key frame repeated T times, so the model "
+                             "sees no motion; the drop from the normal figures is what motion contributes")
     parser.add_argument("--compare", nargs="+", default=[], metavar="FILE",
                         help="other methods' PR-curve files (101 tab-separated precisions) to plot with ours")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -64,6 +74,8 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, a
     if sum(value is not None for value in (args.weights, args.onnx, args.detections)) != 1:
         raise SSTNetError("--weights / --onnx / --detections: give exactly one (the weights of a model to run, the "
                           "folder of its exported graphs, or a COCO results file to score)")
+    if args.detections is not None and args.data_root is not None and len(args.data_root) > 1:
+        raise SSTNetError("--detections: scores the image ids of one annotation file; give one --data-root")
     if args.detections is not None:
         given = given_flags(parser, argv) & set(MODEL_RUN_OPTIONS)
         if given:
@@ -81,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from utils.annotations import read_coco
     from utils.dataloader import resolve_dataset_root
-    from utils.evaluation import (evaluate, per_sequence_scores, read_coco_results, read_pr_curve, score_detections,
+    from utils.errors import SSTNetError
+    from utils.evaluation import (check_group_keys, evaluate, merge_ground_truths, per_group_scores,
+                                  per_sequence_scores, read_coco_results, read_pr_curve, score_detections,
                                   scored_records, write_eval_outputs)
     from utils.fileio import check_output, write_json
     from utils.train_cli import ensure_synthetic_dataset
@@ -90,31 +104,39 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.compare:
         read_pr_curve(path)  # fail before the long part
     check_output(args.out_dir, "--out-dir", folder=True)
-    root = resolve_dataset_root(args.data_root if args.data_root is not None else ensure_synthetic_dataset(DAUB))
+    roots = [resolve_dataset_root(root) for root in (args.data_root or [ensure_synthetic_dataset(DAUB)])]
     ann = Path(args.ann)
-    ann_path = ann if ann.is_absolute() else root / ann
-    ground_truth = read_coco(ann_path, root)
+    ann_paths = [ann if ann.is_absolute() else root / ann for root in roots]
+    if len(set(map(str, ann_paths))) < len(ann_paths):
+        raise SSTNetError(f"--data-root / --ann: the same annotation file {ann_paths[0]} is named twice")
+    parts = [(root.name, read_coco(path, root)) for root, path in zip(roots, ann_paths)]
+    ground_truth = parts[0][1] if len(parts) == 1 else merge_ground_truths(parts)
+    records = scored_records(ground_truth, args.all_frames)
+    check_group_keys(ground_truth, records, args.group_by)  # before the long part
     started = time.perf_counter()
     if args.detections is not None:
-        detections = read_coco_results(args.detections, ground_truth, ann_path.name)
-        image_ids = [record.image_id for record in scored_records(ground_truth, args.all_frames)]
-        result = score_detections(ground_truth, detections, image_ids, args.pd_conf, args.pd_radius)
+        detections = read_coco_results(args.detections, ground_truth, ann_paths[0].name)
+        result = score_detections(ground_truth, detections, [record.image_id for record in records], args.pd_conf,
+                                  args.pd_radius)
     else:
         detector = load_detector(args, len(ground_truth.category_ids))
         result, detections = evaluate(detector.backend, ground_truth, detector.settings, all_frames=args.all_frames,
-                                      pd_conf=args.pd_conf, pd_radius=args.pd_radius, progress=not args.quiet)
+                                      pd_conf=args.pd_conf, pd_radius=args.pd_radius, progress=not args.quiet,
+                                      frozen_motion=args.frozen_motion)
     elapsed = time.perf_counter() - started
     write_eval_outputs(args.out_dir, result, detections, args.compare)
     print(result.summary)
-    if args.per_sequence:
-        records = scored_records(ground_truth, args.all_frames)
-        sequences = per_sequence_scores(ground_truth, detections, records, root, args.pd_conf, args.pd_radius)
-        write_json(args.out_dir / "per_sequence.json", {name: part.as_dict() for name, part in sequences.items()},
-                   indent=2)
-        width = max(len(name) for name in sequences)
-        for name, part in sequences.items():
+    tables = {"sequence": per_sequence_scores(ground_truth, detections, records, roots, args.pd_conf, args.pd_radius)
+              } if args.per_sequence else {}
+    for key in args.group_by:
+        tables[key] = per_group_scores(ground_truth, detections, records, key, args.pd_conf, args.pd_radius)
+    for key, table in tables.items():
+        write_json(args.out_dir / f"per_{key}.json", {name: part.as_dict() for name, part in table.items()}, indent=2)
+        width = max(len(name) for name in table)
+        print(f"per {key}:")
+        for name, part in table.items():
             print(f"{name:<{width}}  {part.line()}")
-    print(result.line())
+    print(("frozen motion (each window its key frame repeated): " if args.frozen_motion else "") + result.line())
     if args.detections is not None:
         print(f"{result.num_frames} frames, {len(detections)} detections scored from {args.detections}; "
               f"results in {args.out_dir}")

@@ -41,6 +41,12 @@ class CocoGroundTruth:
     data: dict = field(default_factory=dict)
 
 
+def category_names(ground_truth: CocoGroundTruth) -> list[str]:
+    """Class names by class index."""
+    names = {category["id"]: category.get("name", str(category["id"])) for category in ground_truth.data["categories"]}
+    return [names.get(category_id, f"class{index}") for index, category_id in enumerate(ground_truth.category_ids)]
+
+
 def empty_boxes() -> np.ndarray:
     return np.zeros((0, 5), dtype=np.float32)
 

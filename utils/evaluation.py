@@ -1,6 +1,7 @@
 """The evaluation engine shared by ``vid_map_coco.py`` and the evaluation inside training (spec §8)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .annotations import CocoGroundTruth, FrameRecord, load_json
+from .annotations import CocoGroundTruth, FrameRecord, category_names, load_json
 from .errors import SSTNetError
 from .fileio import ensure_dir, write_json, write_text
 from .inference import DetectSettings, InferenceBackend, detect_plan, plan_sequence_walk
@@ -55,8 +56,9 @@ def scored_records(ground_truth: CocoGroundTruth, all_frames: bool = False) -> l
 
 def evaluate(model: torch.nn.Module | InferenceBackend, ground_truth: CocoGroundTruth, settings: DetectSettings,
              all_frames: bool = False, pd_conf: float = 0.5, pd_radius: float = 3.0,
-             progress: bool = True) -> tuple[EvalResult, list[dict]]:
+             progress: bool = True, frozen_motion: bool = False) -> tuple[EvalResult, list[dict]]:
     """Detect on every annotated frame (``all_frames``: every listed frame) and score it as the paper does.
+    ``frozen_motion``: each window is its key frame repeated (the diagnostic of what motion contributes).
 
     ``model``: a ``Network`` (put in eval mode for the run) or an inference backend (e.g. the ONNX graphs).
     Returns the figures and the detections as COCO results (``bbox`` = [left, top, width, height], ``score`` =
@@ -68,9 +70,9 @@ def evaluate(model: torch.nn.Module | InferenceBackend, ground_truth: CocoGround
     if module is not None:
         module.eval()
     coco_results: list[dict] = []
+    plan = plan_sequence_walk(records, settings.num_frame, frozen_motion=frozen_motion)
     try:
-        for item, detections in detect_plan(model, plan_sequence_walk(records, settings.num_frame), settings,
-                                            progress, desc="evaluate"):
+        for item, detections in detect_plan(model, plan, settings, progress, desc="evaluate"):
             top, left, bottom, right = detections[:, 0], detections[:, 1], detections[:, 2], detections[:, 3]
             scores = detections[:, 4] * detections[:, 5]
             classes = detections[:, 6].astype(int)
@@ -88,15 +90,89 @@ def evaluate(model: torch.nn.Module | InferenceBackend, ground_truth: CocoGround
 
 
 def per_sequence_scores(ground_truth: CocoGroundTruth, detections: list[dict], records: Sequence[FrameRecord],
-                        root: Path | None = None, pd_conf: float = 0.5,
+                        roots: Sequence[Path] = (), pd_conf: float = 0.5,
                         pd_radius: float = 3.0) -> dict[str, EvalResult]:
-    """The same figures for each sequence (the folder of its frames, named relative to ``root``) on its own."""
+    """The same figures for each sequence (the folder of its frames, named relative to the dataset root in ``roots``
+    that holds it, after the root's name when there are several) on its own."""
     groups: dict[str, list[int]] = {}
     for record in records:
         folder = record.path.parent
-        name = str(folder.relative_to(root)) if root is not None and folder.is_relative_to(root) else str(folder)
+        root = next((root for root in roots if folder.is_relative_to(root)), None)
+        name = str(folder) if root is None else str(folder.relative_to(root))
+        if root is not None and len(roots) > 1:
+            name = f"{root.name}/{name}"
         groups.setdefault(name, []).append(record.image_id)
     return {name: score_detections(ground_truth, detections, ids, pd_conf, pd_radius) for name, ids in groups.items()}
+
+
+def image_attributes(ground_truth: CocoGroundTruth) -> dict[int, dict[str, Any]]:
+    """Per image id, what is known of where it comes from: the ``dataset`` (set by :func:`merge_ground_truths`), the
+    ``video`` and that video's attributes (the ``videos`` list and ``video_id`` that ``utils_coco/videos_to_daub.py``
+    writes, e.g. ``distance_bin``, ``class``)."""
+    videos = {video["id"]: {**(video.get("attributes") or {}), "video": video.get("name")}
+              for video in ground_truth.data.get("videos") or [] if isinstance(video, dict) and "id" in video}
+    attributes = {}
+    for image in ground_truth.data["images"]:
+        values = dict(videos.get(image.get("video_id"), {}))
+        if "dataset" in image:
+            values["dataset"] = image["dataset"]
+        attributes[image["id"]] = values
+    return attributes
+
+
+def check_group_keys(ground_truth: CocoGroundTruth, records: Sequence[FrameRecord], keys: Sequence[str]) -> None:
+    """Every attribute in ``keys`` is known for at least one of the scored frames (see :func:`image_attributes`)."""
+    attributes = image_attributes(ground_truth)
+    known = sorted({name for record in records for name in attributes.get(record.image_id, {})})
+    for key in keys:
+        if key not in known:
+            where = (f"the scored frames have {', '.join(known)}" if known else "the annotation file has no videos "
+                     "list (utils_coco/videos_to_daub.py writes one); give several --data-root for dataset")
+            raise SSTNetError(f"--group-by {key}: unknown attribute ({where})")
+
+
+def per_group_scores(ground_truth: CocoGroundTruth, detections: list[dict], records: Sequence[FrameRecord], key: str,
+                     pd_conf: float = 0.5, pd_radius: float = 3.0) -> dict[str, EvalResult]:
+    """The same figures for the frames of each value of attribute ``key`` (see :func:`image_attributes`); frames
+    without it form the group ``-``."""
+    attributes = image_attributes(ground_truth)
+    groups: dict[str, list[int]] = {}
+    for record in records:
+        value = attributes.get(record.image_id, {}).get(key)
+        groups.setdefault("-" if value is None else str(value), []).append(record.image_id)
+    return {name: score_detections(ground_truth, detections, groups[name], pd_conf, pd_radius)
+            for name in sorted(groups)}
+
+
+def merge_ground_truths(parts: Sequence[tuple[str, CocoGroundTruth]]) -> CocoGroundTruth:
+    """Several datasets' ground truth as one, scored together: image, video and annotation ids renumbered, every
+    image marked with its ``dataset`` name. The datasets must name the same classes in the same order."""
+    names = [category_names(ground_truth) for _, ground_truth in parts]
+    for (name, _), classes in zip(parts[1:], names[1:]):
+        if classes != names[0]:
+            raise SSTNetError(f"--data-root {name}: its classes {classes} differ from {parts[0][0]}'s {names[0]}")
+    images, annotations, videos, records, unannotated = [], [], [], [], []
+    for name, ground_truth in parts:
+        image_ids, video_ids = {}, {}
+        for video in ground_truth.data.get("videos") or []:
+            if isinstance(video, dict) and "id" in video:
+                video_ids[video["id"]] = len(videos) + 1
+                videos.append({**video, "id": len(videos) + 1})
+        for image in ground_truth.data["images"]:
+            image_ids[image["id"]] = len(images) + 1
+            merged = {**image, "id": len(images) + 1, "dataset": name}
+            if image.get("video_id") in video_ids:
+                merged["video_id"] = video_ids[image["video_id"]]
+            images.append(merged)
+        for annotation in ground_truth.data["annotations"]:
+            annotations.append({**annotation, "id": len(annotations) + 1,
+                                "image_id": image_ids[annotation["image_id"]]})
+        records += [dataclasses.replace(record, image_id=image_ids[record.image_id]) for record in ground_truth.records]
+        unannotated += [dataclasses.replace(record, image_id=image_ids[record.image_id])
+                        for record in ground_truth.unannotated]
+    first = parts[0][1]
+    data = {"images": images, "annotations": annotations, "categories": first.data["categories"], "videos": videos}
+    return CocoGroundTruth(records, first.category_ids, unannotated, data)
 
 
 RESULT_KEYS = ("image_id", "category_id", "bbox", "score")

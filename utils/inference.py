@@ -88,11 +88,12 @@ class DetectSettings:
 
 
 # ---------------------------------------------------------------------------------------------- walk plans
-def plan_sequence_walk(records: Sequence[FrameRecord], num_frame: int,
-                       folders: SequenceFolders | None = None) -> list[FrameRef]:
+def plan_sequence_walk(records: Sequence[FrameRecord], num_frame: int, folders: SequenceFolders | None = None,
+                       frozen_motion: bool = False) -> list[FrameRef]:
     """Every frame the windows of ``records`` need, once each, sequence by sequence in index order.
 
     Sequences keep the order in which they first appear in ``records``; key frames carry their window.
+    ``frozen_motion``: every window is its key frame repeated T times (a diagnostic: the model sees no motion).
     """
     folders = folders or SequenceFolders()
     windows: dict[str, dict[int, tuple[int, ...]]] = {}
@@ -100,7 +101,7 @@ def plan_sequence_walk(records: Sequence[FrameRecord], num_frame: int,
     paths: dict[tuple[str, int], Path] = {}
     for record in records:
         sequence = str(record.path.parent)
-        window = folders.window(record.path, num_frame)
+        window = [record.path] * num_frame if frozen_motion else folders.window(record.path, num_frame)
         numbers = tuple(frame_number(path) for path in window)
         windows.setdefault(sequence, {})[numbers[-1]] = numbers
         keys[(sequence, numbers[-1])] = record

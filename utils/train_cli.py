@@ -64,6 +64,14 @@ def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
     data.add_argument("--mix-data", nargs="+", default=None, metavar="ROOT",
                       help="more datasets (same layout) whose training split (--train-ann under each) is mixed into "
                            "every epoch, e.g. synthetic sequences next to a few real clips")
+    data.add_argument("--dataset-repeats", type=int, nargs="+", default=None, metavar="N",
+                      help="how many times each training set's frames are listed, --data-root's first, then each "
+                           "--mix-data root's (default: 1 each), e.g. to let a few real clips weigh as much as a large "
+                           "imported dataset; each listing draws its own augmentation")
+    data.add_argument("--all-frames", action="store_true",
+                      help="also train and validate on the frames the annotation files list without boxes (no target "
+                           "in view: negatives), as vid_map_coco.py --all-frames scores them (default: annotated "
+                           "frames only, as the release)")
     data.add_argument("--num-classes", type=int, default=None,
                       help="classes of index-txt data (default: largest class index + 1)")
     augment = parser.add_argument_group(
@@ -177,6 +185,14 @@ def check_args(args: argparse.Namespace) -> None:
     if args.lr_decay == "step" and args.epochs < STEP_DECAY_STEPS:
         raise SSTNetError(f"--lr-decay step: needs --epochs of at least {STEP_DECAY_STEPS} (the rate drops every "
                           f"epochs/{STEP_DECAY_STEPS} epochs), got {args.epochs}")
+    repeats = getattr(args, "dataset_repeats", None)
+    if repeats is not None:
+        expected = 1 + len(args.mix_data or [])
+        if len(repeats) != expected:
+            raise SSTNetError(f"--dataset-repeats: give {expected} count(s), one for --data-root and one per "
+                              f"--mix-data root, got {len(repeats)}")
+        for count in repeats:
+            check_number("--dataset-repeats", count, 1)
     if args.select_by == "mAP50" and args.eval_period == 0:
         raise SSTNetError("--select-by mAP50: needs --eval-period > 0 (with 0 no epoch computes a val mAP50)")
 

@@ -19,7 +19,7 @@ from nets.weights import read_trained_weights
 from nets.training import (ModelEMA, build_optimizer, init_weights, lr_at_epoch, scaled_lrs, set_optimizer_lr,
                            set_requires_grad)
 
-from .annotations import CocoGroundTruth, FrameRecord, read_coco, read_index, records_to_coco
+from .annotations import CocoGroundTruth, FrameRecord, category_names, read_coco, read_index, records_to_coco
 from .run_lock import RunFolderLock
 from .run_log import RunLogger
 from .checkpoint import RESUME_NAME, load_resume, save_resume, save_weights
@@ -126,16 +126,16 @@ def load_split(args: argparse.Namespace, root: Path, split: str) -> CocoGroundTr
     return read_coco(ann if ann.is_absolute() else root / ann, root)
 
 
-def category_names(ground_truth: CocoGroundTruth) -> list[str]:
-    """Class names by class index."""
-    names = {category["id"]: category.get("name", str(category["id"])) for category in ground_truth.data["categories"]}
-    return [names.get(category_id, f"class{index}") for index, category_id in enumerate(ground_truth.category_ids)]
+def split_records(ground_truth: CocoGroundTruth, all_frames: bool) -> list[FrameRecord]:
+    """The frames a split trains or validates on: the annotated ones (``all_frames``: every listed frame)."""
+    return ground_truth.records + (ground_truth.unannotated if all_frames else [])
 
 
-def mixed_records(args: argparse.Namespace, train_gt: CocoGroundTruth) -> list[FrameRecord]:
-    """The training frames of the ``--mix-data`` datasets (their ``--train-ann``), which must name the same classes
-    as the main training set in the same order."""
-    records: list[FrameRecord] = []
+def training_records(args: argparse.Namespace, train_gt: CocoGroundTruth) -> list[FrameRecord]:
+    """The training frames: the main training set's, then those of the ``--mix-data`` datasets (their
+    ``--train-ann``, which must name the same classes in the same order), each listed ``--dataset-repeats`` times."""
+    all_frames = getattr(args, "all_frames", False)
+    parts = [split_records(train_gt, all_frames)]
     ann = Path(args.train_ann)
     for root in getattr(args, "mix_data", None) or []:
         root = resolve_dataset_root(root)
@@ -143,8 +143,9 @@ def mixed_records(args: argparse.Namespace, train_gt: CocoGroundTruth) -> list[F
         if category_names(ground_truth) != category_names(train_gt):
             raise SSTNetError(f"--mix-data {root}: its classes {category_names(ground_truth)} differ from the training "
                               f"set's {category_names(train_gt)}")
-        records += ground_truth.records
-    return records
+        parts.append(split_records(ground_truth, all_frames))
+    repeats = getattr(args, "dataset_repeats", None) or [1] * len(parts)
+    return [record for part, count in zip(parts, repeats) for _ in range(count) for record in part]
 
 
 class Trainer:
@@ -181,13 +182,14 @@ class Trainer:
 
         self.root = resolve_dataset_root(args.data_root)
         self.train_gt = load_split(args, self.root, "train")
-        train_records = self.train_gt.records + mixed_records(args, self.train_gt)
+        train_records = training_records(args, self.train_gt)
         val_root = getattr(args, "val_root", None)
         self.val_gt = load_split(args, resolve_dataset_root(val_root) if val_root else self.root, "val")
         self.num_classes = len(self.train_gt.category_ids)
         self.train_set = SequenceDataset(train_records, self.input_shape, args.num_frame,
                                          augment=augment_config(args), seed=args.seed, source="training set")
-        self.val_set = SequenceDataset(self.val_gt.records, self.input_shape, args.num_frame, source="validation set")
+        self.val_set = SequenceDataset(split_records(self.val_gt, getattr(args, "all_frames", False)),
+                                       self.input_shape, args.num_frame, source="validation set")
 
         check_memory(self.spec, args.batch_size // self.dist.world_size, True, self.device, note=self.log)
         self.model = self._build_model()
@@ -429,7 +431,7 @@ class Trainer:
         settings = DetectSettings(self.input_shape, self.args.num_frame, conf=self.args.eval_conf,
                                   nms=self.args.eval_nms, batch_size=self.args.batch_size,
                                   workers=self.args.workers, amp_dtype=self.amp_dtype)
-        result, _ = evaluate(self.ema.ema, self.val_gt, settings)
+        result, _ = evaluate(self.ema.ema, self.val_gt, settings, all_frames=getattr(self.args, "all_frames", False))
         self.log("  " + result.line())
         return {"mAP50": 100 * result.map50, "precision": 100 * result.precision, "recall": 100 * result.recall,
                 "f1": 100 * result.f1}
