@@ -11,7 +11,7 @@ DEMO_CONF := 0.3
 # The demo recipe (README, "The demo"): a small model (SMALL_TRAIN, shared with `make real`) fine-tuned on the CPU on
 # the bundled dataset from shipped starting weights, DEMO_START. From scratch this model first has to get past the
 # all-background plateau, and where that first stage ended decided the demo's mAP50: 9 points between seeds, and a
-# CPU with other rounding lands elsewhere (benchmarks/NOTES.md). So the first stage ran once, `make demo-start`: 12
+# CPU with other rounding lands elsewhere (docs/notes/recipes.md). So the first stage ran once, `make demo-start`: 12
 # epochs of 89 steps on brighter targets (SNR 10-20) in scenes of their own, kept detector-only in float16 (4.7 MiB;
 # the training-only motion branch starts afresh). The demo trains 8 epochs of 110 steps of 4 at half that learning
 # rate; the model is the last epoch's: no COCO evaluation during training, and the validation loss on a twentieth of

@@ -19,10 +19,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from utils.cli import make_parser
-from utils.errors import run_cli
-from utils.model_spec import add_model_arguments
-from utils.onnx_format import DEFAULT_OPSET, MIN_OPSET
+from utils.deploy.onnx_format import DEFAULT_OPSET, MIN_OPSET
+from utils.runtime.cli import make_parser
+from utils.runtime.entry import run_cli
+from utils.runtime.model_options import add_model_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SSTNetError(f"--amp {args.amp}: the graphs are float32, or float16 with --half")
 
     from nets.weights import read_trained_weights
-    from utils.device import apply_threads, select_device
-    from utils.inference import build_model
-    from utils.model_spec import resolve_spec
-    from utils.onnx_export import export_graphs
+    from utils.deploy.onnx_export import export_graphs
+    from utils.infer.engine import build_model
+    from utils.runtime.device import apply_threads, select_device
+    from utils.runtime.model_options import resolve_spec
 
     trained, state = read_trained_weights(args.weights)
     spec = resolve_spec(args, trained, engine="window")  # --computation: window.onnx's, released unless given

@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from utils.cli import make_parser
-from utils.errors import SSTNetError, run_cli
+from utils.errors import SSTNetError
+from utils.runtime.cli import make_parser
+from utils.runtime.entry import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from nets.weights import detector_state, read_trained_weights
-    from utils.checkpoint import save_weights
-    from utils.model_spec import sidecar_path
+    from utils.sidecar import sidecar_path
+    from utils.train.run_files import save_weights
 
     if args.out.resolve() == args.weights.resolve():
         raise SSTNetError(f"--out {args.out}: is the input weights file; write the detector-only copy elsewhere")

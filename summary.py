@@ -3,7 +3,7 @@ the head and the training-only motion branch, at a given input size and frame co
 
 GFLOPs are for one sample (a multiply-add counts 2): inference of one T-frame window as released (every frame through
 the backbone), and a training forward (the motion branch too; the loss and backward not included). Below the table:
-the streaming engine's cost per new frame. The counting is benchmarks/bench.py's (utils/complexity.py).
+the streaming engine's cost per new frame. The counting is benchmarks/bench.py's (utils/runtime/complexity.py).
 
 Examples:
     python summary.py                                        # the released model: phi s, 5 frames, 512
@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from utils.cli import make_parser
-from utils.errors import SSTNetError, run_cli
-from utils.model_spec import add_model_arguments, resolve_spec
+from utils.errors import SSTNetError
+from utils.runtime.cli import make_parser
+from utils.runtime.entry import run_cli
+from utils.runtime.model_options import add_model_arguments, resolve_spec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,10 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SSTNetError(f"--num-classes {args.num_classes}: must be at least 1")
     from nets import Network
     from nets.weights import MODEL_PARTS, read_trained_weights
-    from utils.complexity import OTHER, parameters_by_part, stream_frame_flops, training_forward_flops, window_flops
-    from utils.device import apply_threads, select_device
-    from utils.fileio import write_json
-    from utils.inference import build_model
+    from utils.infer.engine import build_model
+    from utils.runtime.complexity import (OTHER, parameters_by_part, stream_frame_flops, training_forward_flops,
+                                          window_flops)
+    from utils.runtime.device import apply_threads, select_device
+    from utils.runtime.fileio import write_json
 
     trained, state = read_trained_weights(args.weights) if args.weights else (None, None)
     if trained is not None and args.num_classes is not None and args.num_classes != trained.num_classes:

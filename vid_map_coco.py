@@ -17,10 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from utils.cli import check_number, given_flags, make_parser
-from utils.errors import run_cli
-from utils.inference_cli import add_detector_arguments, load_detector
-from utils.train_cli import DAUB
+from utils.data.bundled import DAUB
+from utils.infer.detector import add_detector_arguments, load_detector
+from utils.runtime.cli import check_number, given_flags, make_parser
+from utils.runtime.entry import run_cli
 
 DEFAULT_ANN = "annotations/instances_test2017.json"
 # The options that only mean something when a model runs, refused with --detections.
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> None:
     """Exactly one of --weights and --detections, and no model options with a results file; ranges."""
     from utils.errors import SSTNetError
-    from utils.inference_cli import check_detector_arguments
+    from utils.infer.detector import check_detector_arguments
 
     if sum(value is not None for value in (args.weights, args.onnx, args.detections)) != 1:
         raise SSTNetError("--weights / --onnx / --detections: give exactly one (the weights of a model to run, the "
@@ -91,14 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    from utils.annotations import read_coco
-    from utils.dataloader import resolve_dataset_root
+    from utils.data.annotations import read_coco
+    from utils.data.dataset import resolve_dataset_root
+    from utils.data.bundled import ensure_synthetic_dataset
     from utils.errors import SSTNetError
-    from utils.evaluation import (check_group_keys, evaluate, merge_ground_truths, per_group_scores,
-                                  per_sequence_scores, read_coco_results, read_pr_curve, score_detections,
-                                  scored_records, write_eval_outputs)
-    from utils.fileio import check_output, write_json
-    from utils.train_cli import ensure_synthetic_dataset
+    from utils.infer.evaluation import (check_group_keys, evaluate, merge_ground_truths, per_group_scores,
+                                        per_sequence_scores, read_coco_results, read_pr_curve, score_detections,
+                                        scored_records, write_eval_outputs)
+    from utils.runtime.fileio import check_output, write_json
 
     check_arguments(parser, args, argv)
     for path in args.compare:

@@ -23,14 +23,14 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from utils.cli import check_number, make_parser
-from utils.errors import run_cli
-from utils.inference_cli import add_detector_arguments, check_detector_arguments, load_detector
+from utils.infer.detector import add_detector_arguments, check_detector_arguments, load_detector
+from utils.runtime.cli import check_number, make_parser
+from utils.runtime.entry import run_cli
 
 if TYPE_CHECKING:
     import cv2
 
-    from utils.inference_cli import Detector
+    from utils.infer.detector import Detector
 
 MODES = ("predict", "dir", "video", "fps")
 ENGINES = ("stream", "window")  # timed by fps mode
@@ -82,7 +82,7 @@ def default_out(mode: str, source: Path | int | str) -> Path:
 def check_source(args: argparse.Namespace) -> Path | int | str:
     """The source ``--source`` names, checked against the mode: a path, a camera index or a stream URL."""
     from utils.errors import SSTNetError
-    from utils.inference import live_source
+    from utils.infer.sources import live_source
 
     live = live_source(args.source)
     if live is not None:
@@ -108,11 +108,11 @@ def is_video_file(source: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from utils.annotations import dataset_root_of, read_coco
+    from utils.data.annotations import dataset_root_of, read_coco
     from utils.errors import SSTNetError
-    from utils.fileio import check_output
-    from utils.inference import open_capture
-    from utils.visualize import window_unavailable
+    from utils.infer.sources import open_capture
+    from utils.infer.visualize import window_unavailable
+    from utils.runtime.fileio import check_output
 
     check_number("--fps-frames", args.fps_frames, 1)
     check_number("--video-fps", args.video_fps, 0, 1000, low_open=True)
@@ -156,11 +156,11 @@ def annotate(args: argparse.Namespace, detector: Detector, source: Path | int | 
     folder or mp4), with crops and counts; a live source runs until it ends, a stop signal or the window closes."""
     import numpy as np
 
-    from utils.fileio import ensure_dir
-    from utils.inference import (capture_batches, detect_batches, detect_plan, folder_frames, plan_frames,
-                                 video_batches, video_frame_count)
-    from utils.stopping import StopRequest
-    from utils.visualize import FrameWindow, capture_fps, crops, draw_frame, open_video, save_png, source_fps
+    from utils.infer.engine import detect_batches, detect_plan
+    from utils.infer.sources import capture_batches, folder_frames, plan_frames, video_batches, video_frame_count
+    from utils.infer.visualize import FrameWindow, capture_fps, crops, draw_frame, open_video, save_png, source_fps
+    from utils.runtime.fileio import ensure_dir
+    from utils.runtime.signals import StopRequest
 
     backend, settings, num_frame = detector.backend, detector.settings, detector.spec.num_frame
     if capture is not None:
@@ -231,9 +231,9 @@ def measure_fps(detector: Detector, args: argparse.Namespace, source: Path) -> i
     import dataclasses
     import itertools
 
-    from utils.device import synchronize
-    from utils.inference import (SequenceDetector, folder_frames, frame_batches, plan_frames, postprocess,
-                                 video_batches)
+    from utils.infer.engine import SequenceDetector, postprocess
+    from utils.infer.sources import folder_frames, frame_batches, plan_frames, video_batches
+    from utils.runtime.device import synchronize
 
     settings = detector.settings
     single = dataclasses.replace(settings, batch_size=1)

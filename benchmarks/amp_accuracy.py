@@ -22,10 +22,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench import matching_boxes  # noqa: E402  (this folder is on the path of a script run from it)
-from utils.cli import check_number, make_parser  # noqa: E402
-from utils.errors import SSTNetError, run_cli  # noqa: E402
-from utils.fileio import write_json  # noqa: E402
+from benchmarks.measure import matching_boxes  # noqa: E402
+
+from utils.errors import SSTNetError  # noqa: E402
+from utils.runtime.cli import check_number, make_parser  # noqa: E402
+from utils.runtime.entry import run_cli  # noqa: E402
+from utils.runtime.fileio import write_json  # noqa: E402
 
 FIGURES = ("mAP50", "precision", "recall", "f1")
 

@@ -21,9 +21,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench import benchmark_data  # noqa: E402  (this folder is on the path of a script run from it)
-from utils.cli import check_number, make_parser  # noqa: E402
-from utils.errors import SSTNetError, run_cli  # noqa: E402
-from utils.fileio import write_json  # noqa: E402
+
+from utils.errors import SSTNetError  # noqa: E402
+from utils.runtime.cli import check_number, make_parser  # noqa: E402
+from utils.runtime.entry import run_cli  # noqa: E402
+from utils.runtime.fileio import write_json  # noqa: E402
 
 THREADS = (1, 2)
 WORKERS = (0, 1, 2)
@@ -55,11 +57,12 @@ def child(args: argparse.Namespace) -> dict:
     from torch.utils.data import DataLoader
 
     from nets import Network, YOLOLoss
-    from utils.annotations import read_coco
-    from utils.dataloader import SequenceDataset, sequence_collate
-    from utils.device import apply_threads
-    from utils.inference import DetectSettings, detect_plan, plan_sequence_walk
-    from utils.model_spec import resolve_workers
+    from utils.data.annotations import read_coco
+    from utils.data.dataset import SequenceDataset, sequence_collate
+    from utils.infer.engine import DetectSettings, detect_plan
+    from utils.infer.sources import plan_sequence_walk
+    from utils.runtime.device import apply_threads
+    from utils.runtime.model_options import resolve_workers
 
     resolve_workers(args)  # the scripts' default when the setting leaves --workers out
     threads = apply_threads(args.threads, args.workers)

@@ -1,4 +1,4 @@
-"""YOLOX CSPDarknet and the top-down feature extractor that turns one frame into its P3 map (spec §2).
+"""YOLOX CSPDarknet and the top-down feature extractor that turns one frame into its P3 map (docs/design.md, Backbone).
 
 State-dict layout (prefix ``backbone.`` inside :class:`nets.sstnet.Network`): the darknet under ``backbone.``,
 then ``lateral_conv0``, ``C3_p4``, ``reduce_conv1`` and ``C3_p3`` — the same names and shapes as the top-down

@@ -1,4 +1,4 @@
-"""YOLOX building blocks (spec §2): convolution units, Focus stem, CSP layers and the SPP bottleneck.
+"""YOLOX building blocks (docs/design.md, Backbone): convolution units, Focus stem, CSP layers and the SPP bottleneck.
 
 Every ``BaseConv`` is Conv2d(bias=False, padding=(k-1)//2) → BatchNorm2d(eps=1e-3, momentum=0.03) → activation,
 with the state-dict names ``conv`` / ``bn`` the released weights use.

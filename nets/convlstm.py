@@ -1,4 +1,4 @@
-"""The cross-slice ConvLSTM of the training-only motion branch (spec §5).
+"""The cross-slice ConvLSTM of the training-only motion branch (docs/design.md, Motion branch).
 
 A grid of nodes ``cell_list.{slice}{layer}``, visited slice by slice and, inside a slice, layer by layer. Each
 node runs over t = 0..T-1 with its own (h, c) starting at zero. Besides its input sequence x it receives:

@@ -1,4 +1,4 @@
-"""One-level YOLOX decoupled head (spec §4).
+"""One-level YOLOX decoupled head (docs/design.md, Head).
 
 ``stems.0`` (1×1) widens the fused map to the hidden width; the class branch (``cls_convs.0``, two 3×3) ends in
 ``cls_preds.0``; the regression branch (``reg_convs.0``) feeds both ``reg_preds.0`` (4) and ``obj_preds.0`` (1).

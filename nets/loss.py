@@ -1,4 +1,4 @@
-"""YOLOX detection loss with SimOTA label assignment, as the released SSTNet trains it (spec §6).
+"""YOLOX detection loss with SimOTA label assignment, as the released SSTNet trains it (docs/design.md, Detection loss).
 
 Per image, SimOTA picks the foreground cells: candidates are cells whose centre lies inside a GT box or within
 2.5 strides of a GT centre; each GT takes its ``k`` cheapest candidates, with ``k`` from the sum of its best
@@ -130,7 +130,7 @@ def simota_assign(gt_boxes: torch.Tensor, gt_classes: torch.Tensor, pred_boxes: 
 
 
 class YOLOLoss(nn.Module):
-    """Detection loss of spec §6 over one or more levels.
+    """Detection loss (docs/design.md, Detection loss) over one or more levels.
 
     Called as ``loss(outputs, targets)``: ``outputs`` holds one raw B×(5+C)×H×W map per stride (the head's
     output, before any sigmoid), ``targets`` one n×5 tensor per image of (cx, cy, w, h, class) in input pixels.

@@ -1,4 +1,5 @@
-"""The motion-coupling neck (spec §3): fuses the T per-frame P3 maps into one map for the key frame (the last).
+"""The motion-coupling neck (docs/design.md, Motion-coupling neck): fuses the T per-frame P3 maps into one map for the
+key frame (the last).
 
 Two paths, both driven by the key frame k = feats[T-1]:
 

@@ -1,4 +1,5 @@
-"""The SSTNet detector (spec §2–§5): per-frame YOLOX features, motion-coupling neck, one-level decoupled head,
+"""The SSTNet detector (docs/design.md, Backbone to Motion branch): per-frame YOLOX features, motion-coupling neck,
+one-level decoupled head,
 and, in training only, the cross-slice ConvLSTM branch whose features must reproduce the backbone's (motion loss).
 
 Input x: B×3×T×S_h×S_w (frames oldest first, key frame last), S_h and S_w multiples of 32.

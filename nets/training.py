@@ -1,4 +1,5 @@
-"""Training helpers of spec §8: weight EMA, initialisation, the per-epoch learning rate and the optimizer."""
+"""Training helpers of the published recipe (docs/design.md, Training recipe): weight EMA, initialisation, the
+per-epoch learning rate and the optimizer."""
 from __future__ import annotations
 
 import math
@@ -11,8 +12,8 @@ from utils.errors import SSTNetError
 
 NOMINAL_BATCH = 64  # learning rates are given for this batch size and scaled linearly to the real one
 
-# (lower, upper) bounds of the scaled base and minimum learning rates. SGD's are spec §8. The spec fixes no
-# Adam values; these are the released training script's (base [3e-4, 1e-3], min = base bounds / 100).
+# (lower, upper) bounds of the scaled base and minimum learning rates, the released training script's
+# (docs/design.md, Training recipe); for Adam, base [3e-4, 1e-3] and min = base bounds / 100.
 LR_BOUNDS = {
     "sgd": ((5e-4, 5e-2), (5e-6, 5e-4)),
     "adam": ((3e-4, 1e-3), (3e-6, 1e-5)),
@@ -104,8 +105,8 @@ def _check_optimizer_name(optimizer: str) -> str:
 def scaled_lrs(base_lr: float, min_lr: float, batch_size: int, optimizer: str = "sgd") -> tuple[float, float]:
     """Scale the base and minimum learning rates by ``batch_size / 64`` and clip them to the bounds.
 
-    SGD (spec §8): base in [5e-4, 5e-2], min in [5e-6, 5e-4]. Adam (the spec fixes nothing; these are the
-    released script's values): base in [3e-4, 1e-3], min in [3e-6, 1e-5]. Returns (base, min).
+    SGD (the published recipe): base in [5e-4, 5e-2], min in [5e-6, 5e-4]. Adam (the released script's values,
+    outside the published recipe): base in [3e-4, 1e-3], min in [3e-6, 1e-5]. Returns (base, min).
     """
     (base_low, base_high), (min_low, min_high) = LR_BOUNDS[_check_optimizer_name(optimizer)]
     ratio = batch_size / NOMINAL_BATCH

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from utils.errors import SSTNetError
-from utils.model_spec import TrainedModel, sidecar_path, trained_from_sidecar
+from utils.model_spec import TrainedModel
+from utils.sidecar import sidecar_path, trained_from_sidecar
 
 MODES = ("strict", "partial")
 WRAPPER_KEYS = ("model", "state_dict")  # where checkpoints keep the weights, tried in this order

@@ -46,7 +46,7 @@ def write_coco(path: Path, images: list[dict], annotations: list[dict], categori
 
 def tiny_synthetic_dataset(root: Path, seed: int, train_sequences: int, frames_per_sequence: int) -> Path:
     """A 64×64 synthetic DAUB-layout dataset with one test sequence, small enough for end-to-end CLI tests."""
-    from utils.synthetic import SyntheticConfig, generate_dataset
+    from utils.data.synthetic import SyntheticConfig, generate_dataset
     generate_dataset(root, SyntheticConfig(seed=seed, train_sequences=train_sequences, test_sequences=1,
                                            frames_per_sequence=frames_per_sequence, height=64, width=64),
                      progress=False)
@@ -84,9 +84,9 @@ def calibrated_tiny_model(num_classes: int, num_frame: int, shape: tuple[int, in
     statistics measured on random windows, as training would (untouched statistics let an untrained deep net's
     signal fade until every frame gives the same output). Train mode is left; callers choose eval or double."""
     import torch
+    from parity_recipe import make_state
 
     from nets import Network
-    from parity_recipe import make_state
     model = Network(num_classes, num_frame, "nano", lstm_hidden=8)
     layout = [(key, tuple(value.shape), str(value.dtype)) for key, value in model.state_dict().items()]
     model.load_state_dict(make_state(layout))

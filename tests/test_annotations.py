@@ -3,9 +3,9 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import write_coco
-from utils.annotations import FrameRecord, format_index_line, read_coco, read_index
+
+from utils.data.annotations import FrameRecord, format_index_line, read_coco, read_index
 from utils.errors import SSTNetError
 
 

@@ -2,10 +2,11 @@
 import numpy as np
 import pytest
 
-from utils.augment import (RELEASE_AUGMENT, AugmentConfig, AugmentDraw, augment_frame, augment_sample,
-                           draw_augmentation, transform_boxes)
+from utils.data.augment import (RELEASE_AUGMENT, AugmentConfig, AugmentDraw, augment_frame, augment_sample,
+                                draw_augmentation, transform_boxes)
+from utils.data.bundled import DAUB
 from utils.errors import SSTNetError
-from utils.train_cli import DAUB, augment_config, parse_args
+from utils.train.options import parse_config
 
 GEOMETRY = AugmentConfig(flip_lr=0.5, flip_ud=0.5, translate=0.5, scale=(0.7, 1.4))
 
@@ -81,10 +82,10 @@ def test_photometric_changes_are_shared_and_noise_is_fresh_per_frame():
 def test_default_config_is_off_and_the_release_preset_is_flip_and_hsv():
     assert not AugmentConfig().enabled
     assert RELEASE_AUGMENT == AugmentConfig(flip_lr=0.5, hsv=(0.1, 0.7, 0.4))
-    assert augment_config(parse_args([], DAUB)) == AugmentConfig()
-    assert augment_config(parse_args(["--augment"], DAUB)) == RELEASE_AUGMENT
-    assert augment_config(parse_args(["--augment", "--flip-lr", "0"], DAUB)).flip_lr == 0.0
-    config = augment_config(parse_args(["--translate", "0.3", "--scale", "0.8", "1.2", "--noise", "3"], DAUB))
+    assert parse_config([], DAUB).augment == AugmentConfig()
+    assert parse_config(["--augment"], DAUB).augment == RELEASE_AUGMENT
+    assert parse_config(["--augment", "--flip-lr", "0"], DAUB).augment.flip_lr == 0.0
+    config = parse_config(["--translate", "0.3", "--scale", "0.8", "1.2", "--noise", "3"], DAUB).augment
     assert (config.translate, config.scale, config.noise, config.flip_lr) == (0.3, (0.8, 1.2), 3.0, 0.0)
 
 
@@ -92,4 +93,4 @@ def test_default_config_is_off_and_the_release_preset_is_flip_and_hsv():
                                        (["--scale", "1.2", "0.8"], "--scale"), (["--noise", "-1"], "--noise")])
 def test_bad_values_name_the_flag(argv, flag):
     with pytest.raises(SSTNetError, match=flag):
-        parse_args(argv, DAUB)
+        parse_config(argv, DAUB)

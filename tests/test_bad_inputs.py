@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import assert_clean_error, run_script, tiny_synthetic_dataset
+
 from nets import Network
 
 TINY_MODEL = ["--input-size", "64", "--phi", "nano", "--workers", "0", "--quiet"]

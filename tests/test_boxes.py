@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from utils.boxes import (aligned_iou, batched_nms, cxcywh_to_xyxy, decode_outputs, letterbox_to_image, make_grid,
-                         nms, non_max_suppression, pairwise_iou, pure_batched_nms, pure_nms, xyxy_to_cxcywh)
+from utils.boxes import (aligned_iou, batched_nms, cxcywh_to_xyxy, decode_outputs, letterbox_to_image, make_grid, nms,
+                         non_max_suppression, pairwise_iou, pure_batched_nms, pure_nms, xyxy_to_cxcywh)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sstnet_reference.pt"
 

@@ -3,9 +3,9 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, write_coco, write_frames
-from utils.annotations import read_coco, read_index
+
+from utils.data.annotations import read_coco, read_index
 
 SCRIPT = REPO / "utils_coco" / "coco_to_txt.py"
 

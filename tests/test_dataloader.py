@@ -3,15 +3,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import write_coco, write_frames
 from torch.utils.data import DataLoader
 
-from conftest import write_coco, write_frames
-from utils.annotations import FrameRecord, read_coco
-from utils.augment import RELEASE_AUGMENT
-from utils.dataloader import SequenceDataset, sequence_collate
+from utils.data.annotations import FrameRecord, read_coco
+from utils.data.augment import RELEASE_AUGMENT
+from utils.data.dataset import SequenceDataset, sequence_collate
+from utils.data.preprocess import MEAN, STD
+from utils.data.sequence import SequenceFolders
 from utils.errors import SSTNetError
-from utils.preprocess import MEAN, STD
-from utils.sequence import SequenceFolders
 
 
 def numbers(paths):

@@ -34,16 +34,17 @@ def demo_training_flags() -> list[str]:
 def test_the_shipped_starting_weights_fit_the_demo_model_and_say_what_they_are():
     from nets import Network
     from nets.weights import load_weights, read_trained_weights
-    from utils.model_spec import resolve_spec
-    from utils.train_cli import DAUB, parse_args
+    from utils.data.bundled import DAUB
+    from utils.runtime.model_options import resolve_spec
+    from utils.train.options import parse_config
 
-    args = parse_args(demo_training_flags(), DAUB)
-    start = REPO / args.pretrained
+    config = parse_config(demo_training_flags(), DAUB)
+    start = REPO / config.start.pretrained
     assert start.parent.name == "weights" and start.stat().st_size < 6 * 2**20
     trained, state = read_trained_weights(start)
     assert trained.from_sidecar and trained.extra["detector_only"]["dtype"] == "float16"
-    assert trained.input_shape == (int(args.input_size),) * 2
-    spec = resolve_spec(args, trained)  # a demo flag contradicting the weights would raise here
+    assert trained.input_shape == (int(config.model.input_size),) * 2
+    spec = resolve_spec(config.model, trained)  # a demo flag contradicting the weights would raise here
     model = Network(trained.num_classes, spec.num_frame, spec.phi, lstm_hidden=spec.lstm_hidden)
     report = load_weights(model, state, mode="partial")
     parts = report.by_part()

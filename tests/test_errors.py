@@ -1,4 +1,4 @@
-"""run_cli: every failure of a script becomes one line on stderr and a non-zero exit."""
+"""run_cli (utils/runtime/entry.py): every failure of a script becomes one line on stderr and a non-zero exit."""
 import subprocess
 import sys
 import textwrap
@@ -11,7 +11,8 @@ def run_script(tmp_path, body, *argv):
     script.write_text(textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(REPO)!r})
-        from utils.errors import SSTNetError, run_cli
+        from utils.errors import SSTNetError
+        from utils.runtime.entry import run_cli
         {textwrap.indent(textwrap.dedent(body), " " * 8).strip()}
         run_cli(main)
     """))

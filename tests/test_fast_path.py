@@ -2,11 +2,11 @@
 (float64, so that only float rounding separates them), same streaming results, same state dict."""
 import pytest
 import torch
+from parity_recipe import REFERENCE, make_input, make_state, read_layout, relative_error
 from torch import nn
 
 from nets import Network, YOLOLoss
 from nets.blocks import SiLU
-from parity_recipe import REFERENCE, make_input, make_state, read_layout, relative_error
 from utils.errors import SSTNetError
 
 TOLERANCE = 1e-5  # relative, ‖fast − released‖ / ‖released‖

@@ -4,7 +4,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from utils.annotations import read_coco, read_index
+from utils.data.annotations import read_coco, read_index
 from utils.errors import SSTNetError
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

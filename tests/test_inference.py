@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import calibrated_tiny_model, write_frames
 from parity_recipe import relative_error
-from utils.annotations import FrameRecord
-from utils.inference import (DetectSettings, SequenceDetector, TorchBackend, detect_plan, frame_batches,
-                             plan_sequence_walk)
+
+from utils.data.annotations import FrameRecord
+from utils.infer.engine import DetectSettings, SequenceDetector, TorchBackend, detect_plan
+from utils.infer.sources import frame_batches, plan_sequence_walk
 
 
 def records(folder, numbers):

@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import REPO, assert_clean_error, frames_of, prior_weights, run_script
+
 from nets import Network
 
 MODEL = ["--input-size", "64", "--phi", "nano", "--workers", "0", "--quiet"]
@@ -62,8 +62,9 @@ def server(tmp_path_factory):
 
 
 def test_a_stream_is_read_frame_by_frame_to_its_end(server, weights, tmp_path, monkeypatch):
-    import utils.inference
-    import utils.memory
+    import utils.infer.sources
+    import utils.runtime.memory
+
     import vid_predict
 
     def no_count(path):
@@ -76,10 +77,10 @@ def test_a_stream_is_read_frame_by_frame_to_its_end(server, weights, tmp_path, m
         backbone_batches.append(len(frames))
         return extract(self, frames)
 
-    monkeypatch.setattr(utils.inference, "video_frame_count", no_count)
+    monkeypatch.setattr(utils.infer.sources, "video_frame_count", no_count)
     monkeypatch.setattr(Network, "extract_frame_features", counting)
     # The memory estimate probes a model of its own; only the engine's passes are counted here.
-    monkeypatch.setattr(utils.memory, "estimate_peak", lambda *args, **kwargs: 0.0)
+    monkeypatch.setattr(utils.runtime.memory, "estimate_peak", lambda *args, **kwargs: 0.0)
     out = tmp_path / "out.mp4"
     assert vid_predict.main(["--mode", "video", "--weights", str(weights), "--source", f"{server}/clip.avi",
                              "--out", str(out), *MODEL]) == 0
@@ -148,7 +149,7 @@ def test_show_needs_a_display_and_a_gui(weights, tmp_path):
 
 
 def test_live_source_names_and_default_outputs():
-    from utils.inference import live_source
+    from utils.infer.sources import live_source
     from vid_predict import default_out
     assert live_source("0") == 0 and live_source("12") == 12
     assert live_source("rtsp://camera.local/stream1") == "rtsp://camera.local/stream1"

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from utils.metrics import coco_api, coco_scores, f1_confidence_curve, pd_fa
+from utils.infer.metrics import coco_api, coco_scores, f1_confidence_curve, pd_fa
 
 
 def ground_truth(boxes_per_image):

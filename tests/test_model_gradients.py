@@ -1,5 +1,5 @@
 """Gradient flow in training mode: everything on a path to (detections + motion loss) gets a finite, non-zero
-gradient; the parts spec §5 says cannot reach the loss get none."""
+gradient; the parts that cannot reach the loss (docs/design.md, Motion branch) get none."""
 import torch
 
 from nets.sstnet import Network

@@ -1,11 +1,11 @@
 """Model layout: the default Network has the released state dict (keys, shapes, dtypes), other variants build
-with the documented channel widths, and every input size / frame count the spec allows runs in both modes."""
+with the documented channel widths, and every input size / frame count the design allows runs in both modes."""
 import pytest
 import torch
+from parity_recipe import read_layout
 
 from nets.backbone import VARIANTS
 from nets.sstnet import Network
-from parity_recipe import read_layout
 from utils.errors import SSTNetError
 
 
@@ -22,8 +22,8 @@ def test_default_state_dict_is_the_released_layout():
 def test_command_line_choices_are_the_models():
     """The torch-free copies the command lines offer equal what the model and device code accept."""
     from nets.sstnet import COMPUTATIONS
-    from utils.device import AMP_DTYPES
     from utils.model_spec import AMP_CHOICES, COMPUTATION_CHOICES, PHI_CHOICES
+    from utils.runtime.device import AMP_DTYPES
     assert PHI_CHOICES == tuple(VARIANTS)
     assert COMPUTATION_CHOICES == COMPUTATIONS
     assert AMP_CHOICES == tuple(AMP_DTYPES)

@@ -4,11 +4,11 @@ float32 on the CPU, relative error ‖ours − ref‖ / ‖ref‖ within what RE
 sums over a 512² map, whose float32 rounding depends on the summation order)."""
 import pytest
 import torch
+from parity_recipe import REFERENCE, make_input, make_state, read_layout, relative_error
 from torch import nn
 
 from nets.sstnet import Network
 from nets.weights import load_weights
-from parity_recipe import REFERENCE, make_input, make_state, read_layout, relative_error
 
 EVAL_TOLERANCE = 1e-6
 TRAIN_TOLERANCE = 2e-5

@@ -6,15 +6,18 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import REPO, assert_clean_error, run_script, tiny_synthetic_dataset
+from parity_recipe import make_state, read_layout
+
 from nets import Network
 from nets.weights import architecture_of, read_trained_weights
-from parity_recipe import make_state, read_layout
+from utils.data.bundled import DAUB
 from utils.errors import SSTNetError
-from utils.model_spec import ModelSpec, TrainedModel, resolve_spec, sidecar_path
-from utils.train_cli import DAUB, parse_args
-from utils.trainer import Trainer
+from utils.model_spec import ModelSpec, TrainedModel
+from utils.runtime.model_options import resolve_spec
+from utils.sidecar import sidecar_path
+from utils.train.options import parse_config
+from utils.train.trainer import Trainer
 
 TRAIN = ["--input-size", "64", "--phi", "nano", "--lstm-hidden", "8", "--num-frame", "3", "--batch-size", "2",
          "--workers", "0", "--epoch-fraction", "1", "--val-fraction", "0.5", "--eval-period", "1", "--device", "cpu"]
@@ -83,7 +86,7 @@ def run(tmp_path_factory):
     """A two-epoch run of a nano model with 3 frames at 64 px: weights with sidecars."""
     root = tmp_path_factory.mktemp("spec")
     data = tiny_synthetic_dataset(root / "data", seed=4, train_sequences=1, frames_per_sequence=8)
-    Trainer(parse_args(["--data-root", str(data), "--epochs", "2", "--save-period", "1", "--save-dir",
+    Trainer(parse_config(["--data-root", str(data), "--epochs", "2", "--save-period", "1", "--save-dir",
                         str(root / "run"), *TRAIN], DAUB)).fit()
     return data, root / "run"
 
@@ -154,11 +157,12 @@ def test_a_broken_sidecar_is_one_error_line(run, tmp_path):
 
 def test_pretrained_fills_the_model_flags_reports_by_part_and_applies_the_prior_after(run, tmp_path, capsys):
     data, folder = run
-    args = parse_args(["--data-root", str(data), "--pretrained", str(folder / "last_epoch_weights.pth"),
-                       "--prior-prob", "0.25", "--epochs", "1", "--save-dir", str(tmp_path / "ft"), "--workers", "0",
-                       "--device", "cpu", "--batch-size", "2"], DAUB)
-    trainer = Trainer(args)
-    assert (args.phi, args.num_frame, args.input_size, args.lstm_hidden) == ("nano", 3, "64", 8)
+    config = parse_config(["--data-root", str(data), "--pretrained", str(folder / "last_epoch_weights.pth"),
+                           "--prior-prob", "0.25", "--epochs", "1", "--save-dir", str(tmp_path / "ft"), "--workers",
+                           "0", "--device", "cpu", "--batch-size", "2"], DAUB)
+    trainer = Trainer(config)
+    model = trainer.config.model
+    assert (model.phi, model.num_frame, model.input_size, model.lstm_hidden) == ("nano", 3, "64", 8)
     report = capsys.readouterr().out
     for part in ("backbone", "neck", "head", "motion branch"):
         assert part in report
@@ -193,7 +197,7 @@ def test_detector_only_weights_evaluate_as_the_full_ones_at_a_fraction_of_the_si
     assert (tmp_path / "detector/metrics.json").read_text() == (tmp_path / "full/metrics.json").read_text()
 
     # float16 storage: the same model to within its rounding, loaded through the evaluation tools' path.
-    from utils.inference import build_model
+    from utils.infer.engine import build_model
     windows = torch.rand(2, 3, 3, 64, 64)
     outputs = []
     for path in (full, half):
@@ -224,10 +228,11 @@ def test_pretrained_from_detector_only_weights_fills_the_flags_and_starts_the_mo
     data, folder = run
     detector = tmp_path / "start.pth"
     assert strip(folder / "last_epoch_weights.pth", detector, "--half").returncode == 0
-    args = parse_args(["--data-root", str(data), "--pretrained", str(detector), "--epochs", "1", "--save-dir",
-                       str(tmp_path / "ft"), "--workers", "0", "--device", "cpu", "--batch-size", "2"], DAUB)
-    trainer = Trainer(args)
-    assert (args.phi, args.num_frame, args.input_size, args.lstm_hidden) == ("nano", 3, "64", 8)
+    config = parse_config(["--data-root", str(data), "--pretrained", str(detector), "--epochs", "1", "--save-dir",
+                           str(tmp_path / "ft"), "--workers", "0", "--device", "cpu", "--batch-size", "2"], DAUB)
+    trainer = Trainer(config)
+    model = trainer.config.model
+    assert (model.phi, model.num_frame, model.input_size, model.lstm_hidden) == ("nano", 3, "64", 8)
     report = capsys.readouterr().out
     for part in ("backbone", "neck", "head"):
         assert re.search(rf"{part} +\d+ tensors: all loaded", report), report
@@ -268,7 +273,7 @@ def test_every_script_shows_the_shared_options_identically():
 
 def fake_cpu_times(monkeypatch, *snapshots):
     """Make /proc/stat answer ``snapshots`` in turn: {cpu: (idle, total)} jiffies, all CPUs allowed."""
-    import utils.model_spec as model_spec
+    import utils.runtime.cpus as model_spec
     answers = iter(snapshots)
     monkeypatch.setattr(model_spec, "cpu_times", lambda cpus: next(answers))
     monkeypatch.setattr(model_spec.os, "sched_getaffinity", lambda pid: set(snapshots[0]), raising=False)
@@ -295,15 +300,15 @@ def test_default_threads_count_the_cpus_idle_at_start_less_the_workers(monkeypat
 
 
 def test_idle_cpus_measures_this_machine_within_its_cpus():
-    from utils.model_spec import available_cpus, idle_cpus
+    from utils.runtime.cpus import available_cpus, idle_cpus
     assert 0.0 <= idle_cpus(0.05) <= available_cpus() + 1e-6
 
 
 @pytest.mark.parametrize("cpus, workers", [(1, 0), (2, 0), (3, 1), (4, 2), (16, 2)])
 def test_default_workers_leave_two_cpus_to_the_compute(monkeypatch, cpus, workers):
-    import utils.model_spec as model_spec
+    import utils.runtime.cpus as model_spec
     monkeypatch.setattr(model_spec, "available_cpus", lambda: cpus)
     assert model_spec.default_workers() == workers
     index = TRAIN.index("--workers")
-    args = parse_args(["--save-dir", "unused", *TRAIN[:index], *TRAIN[index + 2:]], DAUB)
-    assert args.workers == workers and "workers" not in args.given
+    config = parse_config(["--save-dir", "unused", *TRAIN[:index], *TRAIN[index + 2:]], DAUB)
+    assert config.data.workers == workers and "workers" not in config.given

@@ -8,22 +8,23 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import assert_clean_error, calibrated_tiny_model, run_script
+
 from nets import Network
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 
+from utils.data.images import read_frame  # noqa: E402
+from utils.data.preprocess import preprocess_frame  # noqa: E402
+from utils.deploy.onnx_backend import OnnxBackend  # noqa: E402
+from utils.deploy.onnx_export import export_graphs, max_relative_difference  # noqa: E402
+from utils.deploy.onnx_format import GRAPHS, ExportedGraph  # noqa: E402
 from utils.errors import SSTNetError  # noqa: E402
-from utils.images import read_frame  # noqa: E402
-from utils.inference import SequenceDetector, TorchBackend, frame_batches, plan_sequence_walk  # noqa: E402
+from utils.infer.engine import SequenceDetector, TorchBackend  # noqa: E402
+from utils.infer.sources import frame_batches, plan_sequence_walk  # noqa: E402
 from utils.model_spec import ModelSpec  # noqa: E402
-from utils.onnx_backend import OnnxBackend  # noqa: E402
-from utils.onnx_export import export_graphs, max_relative_difference  # noqa: E402
-from utils.onnx_format import GRAPHS, ExportedGraph  # noqa: E402
-from utils.preprocess import preprocess_frame  # noqa: E402
 
 T, SIZE, SHAPE = 3, "64x96", (64, 96)  # three frames and a non-square input: nothing hides behind the defaults
 TOLERANCE = 1e-4  # the issue's bound on max |ONNX − PyTorch| / max |PyTorch| in float32
@@ -138,7 +139,7 @@ def test_graphs_compute_what_pytorch_computes(model, exported, dynamic, daub_rea
 @pytest.mark.parametrize("graphs,engine", [("exported", "stream"), ("exported", "window"), ("dynamic", "stream")])
 def test_the_engine_walks_the_same_on_both_backends(model, exported, dynamic, daub_real, graphs, engine):
     """Sequence starts (cache reset, clamped windows) and batches of 4 frames, on two real clips."""
-    from utils.annotations import FrameRecord
+    from utils.data.annotations import FrameRecord
     records = [FrameRecord(daub_real / "images" / "test" / clip / f"{n}.bmp", np.zeros((0, 5), np.float32))
                for clip, numbers in (("data5", range(6)), ("data6", (0, 1, 7))) for n in numbers]
     plan = plan_sequence_walk(records, T)

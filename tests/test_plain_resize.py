@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_script, write_coco
+
 from nets import Network
 
 HEIGHT, WIDTH, SIDE = 80, 120, 64

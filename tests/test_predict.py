@@ -6,7 +6,6 @@ import sys
 import cv2
 import numpy as np
 import pytest
-
 from conftest import REPO, frames_of, prior_weights
 
 MODEL = ["--input-size", "64", "--phi", "nano", "--workers", "0", "--quiet"]
@@ -119,7 +118,7 @@ def test_fps_mode_times_both_engines(clip, weights):
 
 
 def test_drawing_boxes_partly_or_wholly_outside_the_frame():
-    from utils.visualize import crops, draw_frame
+    from utils.infer.visualize import crops, draw_frame
     image = np.zeros((40, 60, 3), np.uint8)
     detections = np.array([[-5, -5, 10, 10, 0.9, 1.0, 0],      # partly outside: clipped
                            [50, 10, 70, 20, 0.9, 1.0, 0],      # below the frame: skipped

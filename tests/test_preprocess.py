@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
+from utils.data.preprocess import MEAN, STD, Letterbox, normalize, preprocess_frame
 from utils.errors import SSTNetError
 from utils.model_spec import parse_input_shape
-from utils.preprocess import MEAN, STD, Letterbox, normalize, preprocess_frame
 
 
 def test_box_maps_onto_the_pasted_pixels_it_covers():
@@ -84,7 +84,8 @@ def test_plain_resize_maps_a_box_on_a_non_square_frame_there_and_back():
     (x1, y1, x2, y2, cls), = resize.map_boxes(np.array([[10, 8, 20, 12, 0]], np.float32))
     assert (x1, y1, x2, y2, cls) == (20, 32, 40, 48, 0)
     assert (canvas[34:46, 22:38] == 255).all() and (canvas[:28] == 0).all() and (canvas[52:] == 0).all()
-    # The inverse used for detections (spec §7 without the letterbox) returns the box drawn on the frame.
+    # The inverse used for detections (docs/design.md, Inference and post-processing, without the letterbox) returns
+    # the box drawn on the frame.
     normalised = np.array([[(x1 + x2) / 2 / 128, (y1 + y2) / 2 / 128, (x2 - x1) / 128, (y2 - y1) / 128]])
     np.testing.assert_allclose(letterbox_to_image(normalised, (128, 128), (32, 64), letterbox=False),
                                [[8, 10, 12, 20]], atol=1e-9)

@@ -15,11 +15,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, assert_clean_error, run_script, tiny_synthetic_dataset
+
 from nets import Network
-from utils.images import to_uint8
-from utils.model_spec import sidecar_path
+from utils.data.images import to_uint8
+from utils.sidecar import sidecar_path
 
 MODEL = ["--phi", "nano", "--lstm-hidden", "8", "--input-size", "64"]
 TRAIN = [*MODEL, "--workers", "0", "--epochs", "1", "--batch-size", "2", "--device", "cpu", "--eval-period", "0"]
@@ -113,8 +113,9 @@ def test_one_run_folder_one_process(data, tmp_path):
 def test_results_never_list_an_epoch_without_its_checkpoint(data, tmp_path, monkeypatch):
     """The end-of-epoch save stopped at its last step (a second SIGTERM, a full disk): results.csv must not list
     the epoch, and a rerun's refusal points at a checkpoint that exists (or says there is none)."""
-    from utils import checkpoint, trainer
-    from utils.train_cli import DAUB, parse_args
+    from utils.train import run_files, trainer
+    from utils.data.bundled import DAUB
+    from utils.train.options import parse_config
 
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
@@ -122,10 +123,10 @@ def test_results_never_list_an_epoch_without_its_checkpoint(data, tmp_path, monk
     monkeypatch.setattr(trainer, "save_resume", stopped)
     folder = tmp_path / "S"
     with pytest.raises(KeyboardInterrupt):
-        trainer.Trainer(parse_args(["--data-root", str(data), "--save-dir", str(folder), *TRAIN], DAUB)).fit()
+        trainer.Trainer(parse_config(["--data-root", str(data), "--save-dir", str(folder), *TRAIN], DAUB)).fit()
     assert not (folder / "results.csv").exists() and not leftovers(folder)
-    monkeypatch.setattr(trainer, "save_resume", checkpoint.save_resume)
-    trainer.Trainer(parse_args(["--data-root", str(data), "--save-dir", str(tmp_path / "T"), *TRAIN,
+    monkeypatch.setattr(trainer, "save_resume", run_files.save_resume)
+    trainer.Trainer(parse_config(["--data-root", str(data), "--save-dir", str(tmp_path / "T"), *TRAIN,
                                 "--epochs", "2"], DAUB)).fit(until_epoch=1)
     refused = run_script("train_daub.py", "--data-root", data, "--save-dir", tmp_path / "T", *TRAIN)
     assert_clean_error(refused, f"--resume {tmp_path / 'T' / 'last_checkpoint.pth'}")

@@ -4,11 +4,11 @@ import json
 import math
 
 import pytest
-
 from conftest import assert_clean_error, prior_weights, run_script, tiny_synthetic_dataset
-from utils.annotations import read_coco
+
+from utils.data.annotations import read_coco
 from utils.errors import SSTNetError
-from utils.evaluation import read_coco_results
+from utils.infer.evaluation import read_coco_results
 
 MODEL = ["--input-size", "64", "--workers", "0", "--quiet"]
 

@@ -1,16 +1,17 @@
 """Scoring several datasets as one, per attribute of their clips, and the frozen-motion diagnostic (vid_map_coco.py);
 training on several datasets with repeats and on frames without targets (the trainer's record list)."""
-import argparse
+import dataclasses
 import json
 import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import (REPO, assert_clean_error, calibrated_tiny_model, prior_weights, run_script, write_coco,
                       write_frames)
-from utils.annotations import read_coco
-from utils.trainer import training_records
+
+from utils.data.annotations import read_coco
+from utils.train.config import DataConfig
+from utils.train.trainer import training_records
 
 MODEL = ["--input-size", "64", "--phi", "nano", "--workers", "0", "--quiet", "--batch-size", "4"]
 
@@ -132,14 +133,13 @@ def same_detections(first, second, tolerance=1e-4):
 def test_training_records_repeat_each_dataset_and_take_empty_frames_when_asked(datasets):
     drone, daub = datasets
     train_gt = read_coco(daub / "annotations/instances_test2017.json", daub)
-    args = argparse.Namespace(train_ann="annotations/instances_test2017.json", mix_data=[str(drone)],
-                              dataset_repeats=[3, 2], all_frames=False)
-    records = training_records(args, train_gt)
+    data = DataConfig(train_ann="annotations/instances_test2017.json", mix_data=(str(drone),), dataset_repeats=(3, 2))
+    records = training_records(data, train_gt)
     assert len(records) == 3 * 5 + 2 * 9
     assert sum(record.path.is_relative_to(drone) for record in records) == 18
-    args.all_frames = True
-    assert len(training_records(args, train_gt)) == 3 * 5 + 2 * 12
-    assert sum(not len(record.boxes) for record in training_records(args, train_gt)) == 2 * 3
+    data = dataclasses.replace(data, all_frames=True)
+    assert len(training_records(data, train_gt)) == 3 * 5 + 2 * 12
+    assert sum(not len(record.boxes) for record in training_records(data, train_gt)) == 2 * 3
 
 
 def test_dataset_repeats_must_match_the_datasets():

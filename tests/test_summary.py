@@ -1,25 +1,23 @@
-"""summary.py and utils/complexity.py: parameters and GFLOPs per part add up to the model's totals, and the totals are
+"""summary.py and utils/runtime/complexity.py: parameters and GFLOPs per part add up to the model's totals, and the
+totals are
 the benchmark's figures for the same configuration."""
 import copy
-import importlib.util
 import json
 
 import pytest
 import torch
+from conftest import assert_clean_error, run_script
 
-from conftest import REPO, assert_clean_error, run_script
 from nets import Network
-from utils.complexity import OTHER, parameters_by_part, stream_frame_flops, training_forward_flops, window_flops
 from utils.model_spec import ModelSpec
+from utils.runtime.complexity import OTHER, parameters_by_part, stream_frame_flops, training_forward_flops, window_flops
 
 TINY = ["--phi", "nano", "--lstm-hidden", "8", "--input-size", "64", "--device", "cpu"]
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench", REPO / "benchmarks" / "bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    import benchmarks.measure
+    return benchmarks.measure
 
 
 @pytest.mark.parametrize("computation", ["fast", "released"])

@@ -7,13 +7,13 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from conftest import REPO
 from pycocotools.coco import COCO
 
-from conftest import REPO
-from utils.annotations import read_coco
+from utils.data.annotations import read_coco
+from utils.data.synthetic import (SyntheticConfig, config_field_docs, generate_dataset, remove_stale_frames,
+                                  render_sequence, save_preview, sequence_specs)
 from utils.errors import SSTNetError
-from utils.synthetic import (SyntheticConfig, config_field_docs, generate_dataset, remove_stale_frames, render_sequence,
-                             save_preview, sequence_specs)
 
 SCRIPT = REPO / "utils_coco" / "make_synthetic.py"
 SMALL = dict(train_sequences=2, test_sequences=1, frames_per_sequence=10, height=64, width=96)

@@ -9,12 +9,13 @@ import time
 
 import pytest
 import torch
-
 from conftest import REPO, tiny_synthetic_dataset
+
 from nets.training import lr_at_epoch, scaled_lrs
+from utils.data.bundled import DAUB
 from utils.errors import SSTNetError
-from utils.train_cli import DAUB, parse_args
-from utils.trainer import Phase, Trainer, TrainingDiverged
+from utils.train.options import parse_config
+from utils.train.trainer import Phase, Trainer, TrainingDiverged
 
 TINY = ["--input-size", "64", "--phi", "nano", "--lstm-hidden", "8", "--batch-size", "2", "--workers", "0",
         "--epoch-fraction", "1", "--val-fraction", "0.5", "--eval-period", "1", "--device", "cpu"]
@@ -27,7 +28,7 @@ def tiny_data(tmp_path_factory):
 
 
 def parse(*argv):
-    return parse_args(list(argv), DAUB)
+    return parse_config(list(argv), DAUB)
 
 
 def weights(path):
@@ -48,7 +49,7 @@ def test_resume_continues_exactly(tiny_data, tmp_path):
     first.fit(until_epoch=1)
     assert (resumed / "last_epoch_weights.pth").exists() and not list(resumed.glob("ep002-*.pth"))
     second = Trainer(parse("--resume", str(resumed / "last_checkpoint.pth")))
-    assert second.start_epoch == 1 and second.args.save_dir == str(resumed)
+    assert second.start_epoch == 1 and second.config.run.save_dir == str(resumed)
     second.fit()
     assert_same_state(weights(straight / "last_epoch_weights.pth"), weights(resumed / "last_epoch_weights.pth"))
     assert_same_state(torch.load(straight / "last_checkpoint.pth", weights_only=True)["model"],

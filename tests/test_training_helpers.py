@@ -221,7 +221,8 @@ def test_step_schedule_with_fractional_steps_and_too_few_epochs():
 
 def test_command_line_schedule_choices_match_nets():
     from nets.training import LR_DECAYS, STEP_DECAY_STEPS
-    from utils.train_cli import LR_DECAY_CHOICES, STEP_DECAY_STEPS as CLI_STEPS
+    from utils.train.config import LR_DECAY_CHOICES
+    from utils.train.config import STEP_DECAY_STEPS as CLI_STEPS
     assert LR_DECAY_CHOICES == LR_DECAYS and CLI_STEPS == STEP_DECAY_STEPS
 
 

@@ -1,5 +1,5 @@
-"""What makes a model find targets in scenes it never saw (README, "Unseen scenes"): mixed datasets, a validation
-split of its own, and the augmentation that breaks the memory of one scene."""
+"""What makes a model find targets in scenes it never saw (docs/training.md, the `make real` recipe): mixed datasets, a
+validation split of its own, and the augmentation that breaks the memory of one scene."""
 import csv
 import json
 import shutil
@@ -7,10 +7,11 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, assert_clean_error, run_script, tiny_synthetic_dataset
-from utils.train_cli import DAUB, parse_args
-from utils.trainer import Trainer
+
+from utils.data.bundled import DAUB
+from utils.train.options import parse_config
+from utils.train.trainer import Trainer
 
 TINY = ["--input-size", "64", "--phi", "nano", "--lstm-hidden", "8", "--batch-size", "2", "--workers", "0",
         "--epoch-fraction", "1", "--epochs", "1", "--eval-period", "0", "--device", "cpu"]
@@ -25,7 +26,7 @@ def two_datasets(tmp_path_factory):
 
 def test_mix_data_adds_the_other_training_splits_and_val_root_moves_validation(two_datasets, tmp_path):
     a, b = two_datasets
-    trainer = Trainer(parse_args(["--data-root", str(a), "--mix-data", str(b), "--val-root", str(b), "--save-dir",
+    trainer = Trainer(parse_config(["--data-root", str(a), "--mix-data", str(b), "--val-root", str(b), "--save-dir",
                                   str(tmp_path / "run"), *TINY], DAUB))
     assert len(trainer.train_set) == 6 + 12
     assert {record.path.parents[3] for record in trainer.train_set.records} == {a, b}

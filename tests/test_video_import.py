@@ -8,10 +8,10 @@ import json
 import cv2
 import numpy as np
 import pytest
-
 from conftest import REPO, SHARED, assert_clean_error, run_script
-from utils.annotations import read_coco
-from utils.video_labels import MATLAB_ORIGIN, read_label_text
+
+from utils.data.annotations import read_coco
+from utils.data.video_labels import MATLAB_ORIGIN, read_label_text
 
 SCRIPT = REPO / "utils_coco" / "videos_to_daub.py"
 DRONE_IR = SHARED / "data" / "drone_ir" / "Video_IR"
@@ -92,7 +92,7 @@ def test_a_key_frame_step_wider_than_the_window_writes_only_what_windows_read(tm
     assert convert("--videos", videos, "--out", out, "--keyframe-step", "10", "--num-frame", "3").returncode == 0
     assert written_numbers(out / "images/train/clip1") == [0, 8, 9, 10, 18, 19, 20]
     # The dataset's windows are the video's: key frame 10 reads frames 8, 9, 10.
-    from utils.sequence import SequenceFolders
+    from utils.data.sequence import SequenceFolders
     window = SequenceFolders().window(out / "images/train/clip1/10.png", 3)
     assert [path.name for path in window] == ["8.png", "9.png", "10.png"]
     assert [round(frame_level(path)) for path in window] == pytest.approx([level(8), level(9), level(10)], abs=5)
@@ -246,7 +246,7 @@ def test_help_and_text_labels_never_need_mcos_decoder(tmp_path):
 
 
 def test_text_format_round_trips(tmp_path):
-    from utils.video_labels import format_label_text
+    from utils.data.video_labels import format_label_text
     path = tmp_path / "labels.txt"
     path.write_text("3 1.5,2,3,4,bird 5,6,7,8\n0\n")
     labels = read_label_text(path)

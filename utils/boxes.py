@@ -1,4 +1,5 @@
-"""Box utilities shared by the loss, inference and evaluation (spec §6–§7).
+"""Box utilities shared by the loss, inference and evaluation (docs/design.md, Detection loss; Inference and
+post-processing).
 
 Box formats: ``xyxy`` is (x1, y1, x2, y2); ``cxcywh`` is (centre x, centre y, width, height). Raw head maps are
 B×(5+C)×H×W with channels (p0, p1, p2, p3, obj, cls...); a cell (x, y) of a level with stride s decodes to
@@ -103,7 +104,8 @@ def decode_boxes(raw_boxes: torch.Tensor, grid: torch.Tensor, stride: torch.Tens
 
 
 def decode_outputs(outputs: list[torch.Tensor], input_shape: tuple[int, int]) -> torch.Tensor:
-    """Raw head maps (one B×(5+C)×h×w per level) → B×(Σ h·w)×(5+C) decoded predictions (spec §7).
+    """Raw head maps (one B×(5+C)×h×w per level) → B×(Σ h·w)×(5+C) decoded predictions (docs/design.md, Inference and
+    post-processing).
 
     Columns: (cx, cy, w, h) normalised to [0, 1] of the input (x and w divided by the input width, y and h by
     its height), then sigmoid(obj), sigmoid(cls...). ``input_shape`` is (height, width). Each level's stride
@@ -225,7 +227,7 @@ def _per_image_shapes(image_shape, batch_size: int) -> list[tuple[int, int]]:
 def non_max_suppression(prediction: torch.Tensor, num_classes: int, input_shape: tuple[int, int],
                         image_shape: tuple[int, int] | Sequence[tuple[int, int]], letterbox: bool = True,
                         conf_thres: float = 0.5, nms_thres: float = 0.4) -> list[np.ndarray]:
-    """Score, filter, class-wise NMS and map back to the original frames (spec §7, the released semantics).
+    """Score, filter, class-wise NMS and map back to the original frames (the released semantics, docs/design.md).
 
     ``prediction`` is the B×A×(5+C) output of :func:`decode_outputs`. For each image: score = obj · max_c cls;
     rows with score ≥ ``conf_thres`` are kept; class-wise NMS removes boxes whose IoU with a higher-scoring box

@@ -12,10 +12,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.annotations import dataset_root_of, format_index_line, read_coco  # noqa: E402
-from utils.cli import make_parser  # noqa: E402
-from utils.errors import SSTNetError, run_cli  # noqa: E402
-from utils.fileio import write_text  # noqa: E402
+from utils.data.annotations import dataset_root_of, format_index_line, read_coco  # noqa: E402
+from utils.errors import SSTNetError  # noqa: E402
+from utils.runtime.cli import make_parser  # noqa: E402
+from utils.runtime.entry import run_cli  # noqa: E402
+from utils.runtime.fileio import write_text  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

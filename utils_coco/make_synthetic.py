@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import make_parser  # noqa: E402
-from utils.errors import run_cli  # noqa: E402
-from utils.synthetic import (LAYOUTS, SyntheticConfig, config_field_docs, config_from_mapping,  # noqa: E402
-                             generate_dataset, remove_stale_frames, save_preview)
+from utils.data.synthetic import (LAYOUTS, SyntheticConfig, config_field_docs, config_from_mapping, generate_dataset,
+                                  remove_stale_frames, save_preview)
+from utils.runtime.cli import make_parser  # noqa: E402
+from utils.runtime.entry import run_cli  # noqa: E402
 
 DEFAULT_OUT = Path("datasets/synthetic_daub")
 

@@ -29,10 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.cli import check_number, make_parser  # noqa: E402
-from utils.errors import SSTNetError, report, run_cli  # noqa: E402
-from utils.video_import import (CLASS_MODES, DEFAULT_NAME_PATTERN, FRAME_FORMATS, ImportConfig,  # noqa: E402
-                                check_out_folder, clip_class, find_clips, import_videos, read_splits)
+from utils.data.video_import import (CLASS_MODES, DEFAULT_NAME_PATTERN, FRAME_FORMATS, ImportConfig, check_out_folder,
+                                     clip_class, find_clips, import_videos, read_splits)
+from utils.errors import SSTNetError, report  # noqa: E402
+from utils.runtime.cli import check_number, make_parser  # noqa: E402
+from utils.runtime.entry import run_cli  # noqa: E402
 
 
 def build_parser():

@@ -1,0 +1,98 @@
+"""The ONNX Runtime backend of the inference engine: the engine's graph calls (``utils.infer.engine.InferenceBackend``)
+answered by the graphs ``export_onnx.py`` wrote, so the walk, the streaming cache, the decoding and the NMS stay
+the PyTorch path's own.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import SSTNetError
+from .onnx_format import FRAME_INPUT, STREAM_GRAPHS, WINDOW_INPUT, ExportedGraph, detect_inputs, graph_file, require
+
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+ENGINE_GRAPHS = {"stream": STREAM_GRAPHS, "window": ("window",)}
+
+
+def execution_providers(ort, device: str) -> list:
+    """ONNX Runtime providers for ``--device``: auto takes CUDA when this onnxruntime has it, else the CPU."""
+    available = ort.get_available_providers()
+    name = device.strip().lower()
+    if name == "auto":
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    if name == "cpu":
+        return [CPU]
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if CUDA not in available:
+            raise SSTNetError(f"--device {device}: this onnxruntime has no CUDA provider (install onnxruntime-gpu, or "
+                              f"use --device cpu)")
+        return [(CUDA, {"device_id": int(name[5:] or 0)}), CPU]
+    raise SSTNetError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+
+
+class OnnxBackend:
+    """The graphs of an export folder on ONNX Runtime: ``frame.onnx`` and ``detect.onnx`` for the stream engine,
+    ``window.onnx`` for the window engine (``engines``: the ones to open). Tensors come and go on the CPU; graphs
+    exported with a fixed batch are called once per frame or window."""
+
+    def __init__(self, folder: str | os.PathLike, engines: Sequence[str] = ("stream",), device: str = "auto",
+                 threads: int | None = None) -> None:
+        ort = require("onnxruntime", "--onnx")
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise SSTNetError(f"--onnx {folder}: not a folder (export_onnx.py --out writes one)")
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        # Idle intra-op threads sleep instead of spinning: streaming at 512 on 2 CPUs, 352 against 416 ms per frame
+        # on a quiet machine, and spinning threads also stall when another process holds a core
+        # (docs/notes/performance.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = execution_providers(ort, device)
+        self.folder = folder
+        self.sessions: dict = {}
+        self.graphs: dict[str, ExportedGraph] = {}
+        for graph in dict.fromkeys(name for engine in engines for name in ENGINE_GRAPHS[engine]):
+            path = folder / graph_file(graph)
+            if not path.is_file():
+                raise SSTNetError(f"--onnx {folder}: {graph_file(graph)} is missing (export_onnx.py writes it)")
+            try:
+                session = ort.InferenceSession(str(path), options, providers=providers)
+            except Exception as exc:  # noqa: BLE001 — onnxruntime raises its own types for unreadable models
+                raise SSTNetError(f"{path}: not a loadable ONNX model ({str(exc).strip().splitlines()[0]})") from None
+            info = ExportedGraph.from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
+            if info.graph != graph:
+                raise SSTNetError(f"{path}: its metadata says it is the {info.graph} graph")
+            first = next(iter(self.graphs.values()), None)
+            if first is not None and not first.same_model(info):
+                raise SSTNetError(f"--onnx {folder}: {graph_file(graph)} and {graph_file(first.graph)} come from "
+                                  f"different exports ({info.describe()} / {first.describe()}); export again")
+            self.sessions[graph], self.graphs[graph] = session, info
+        self.info = next(iter(self.graphs.values()))
+        self.device = torch.device("cpu")
+        self.dtype = torch.float16 if self.info.precision == "float16" else torch.float32
+
+    def computation(self, engine: str) -> str:
+        """The computation the graphs of ``engine`` were exported in."""
+        return self.graphs[ENGINE_GRAPHS[engine][-1]].computation
+
+    def frame_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self._run("frame", [FRAME_INPUT], [images])
+
+    def detect(self, slots: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self._run("detect", detect_inputs(len(slots)), slots)
+
+    def window(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run("window", [WINDOW_INPUT], [x])
+
+    def _run(self, graph: str, names: list[str], tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        session = self.sessions[graph]
+        arrays = [np.ascontiguousarray(tensor.numpy()) for tensor in tensors]
+        step = self.info.batch or len(arrays[0])
+        outputs = [session.run(None, {name: array[start:start + step] for name, array in zip(names, arrays)})[0]
+                   for start in range(0, len(arrays[0]), step)]
+        return torch.from_numpy(outputs[0] if len(outputs) == 1 else np.concatenate(outputs))
