@@ -168,19 +168,20 @@ def annotate(args: argparse.Namespace, detector: Detector, source: Path | int | 
         fps = capture_fps(capture)
         name = f"camera{source}" if isinstance(source, int) else str(source)
         batches = capture_batches(capture, name, settings.input_shape, 1, num_frame, settings.letterbox,
-                                  label=f"--source {args.source}")
+                                  label=f"--source {args.source}", frame_step=settings.frame_step)
         results = detect_batches(backend, batches, settings, None, not args.quiet, desc=args.mode)
         print(f"reading {name}; Ctrl-C or SIGTERM stops and keeps the video", flush=True)
     elif is_video_file(source):
         fps = source_fps(source)
-        batches = video_batches(source, settings.input_shape, settings.batch_size, num_frame, settings.letterbox)
+        batches = video_batches(source, settings.input_shape, settings.batch_size, num_frame, settings.letterbox,
+                                settings.frame_step)
         results = detect_batches(backend, batches, settings, video_frame_count(source), not args.quiet,
                                  desc=args.mode)
     else:
         fps = 25.0
         frames = [source] if args.mode == "predict" else folder_frames(source)
-        results = detect_plan(backend, plan_frames(frames, num_frame), settings, not args.quiet, desc=args.mode,
-                              keep_original=True)
+        results = detect_plan(backend, plan_frames(frames, num_frame, settings.frame_step), settings, not args.quiet,
+                              desc=args.mode, keep_original=True)
 
     totals: Counter = Counter()
     crop_dir = None
@@ -238,10 +239,11 @@ def measure_fps(detector: Detector, args: argparse.Namespace, source: Path) -> i
     settings = detector.settings
     single = dataclasses.replace(settings, batch_size=1)
     if is_video_file(source):
-        frames = video_batches(source, settings.input_shape, 1, settings.num_frame, settings.letterbox)
+        frames = video_batches(source, settings.input_shape, 1, settings.num_frame, settings.letterbox,
+                               settings.frame_step)
     else:
-        frames = frame_batches(plan_frames(folder_frames(source), settings.num_frame), settings.input_shape, 1,
-                               settings.workers, letterbox=settings.letterbox)
+        frames = frame_batches(plan_frames(folder_frames(source), settings.num_frame, settings.frame_step),
+                               settings.input_shape, 1, settings.workers, letterbox=settings.letterbox)
     batches = list(itertools.islice(frames, args.fps_frames))
 
     def walk(engine: SequenceDetector, frames) -> None:
@@ -257,7 +259,7 @@ def measure_fps(detector: Detector, args: argparse.Namespace, source: Path) -> i
             computation = detector.backend.computation(engine)
         else:
             detector.model.set_computation(computation)
-        walker = SequenceDetector(detector.backend, settings.num_frame, engine)
+        walker = SequenceDetector(detector.backend, settings.num_frame, engine, frame_step=settings.frame_step)
         walk(walker, batches[:5])  # warm-up
         started = time.perf_counter()
         walk(walker, batches)

@@ -23,6 +23,7 @@ DEFAULT_PHI = "s"
 DEFAULT_NUM_FRAME = 5
 DEFAULT_INPUT_SIZE = 512
 DEFAULT_LSTM_HIDDEN = 64
+DEFAULT_FRAME_STEP = 1  # consecutive frames, as released
 INPUT_MULTIPLE = 32  # the darknet's deepest stride
 
 # The fields a trained model carries with it; the others (computation, device, amp, threads) are how to run it.
@@ -68,6 +69,7 @@ class ModelSpec:
     device: str = "auto"
     amp: str = "none"
     threads: int | None = None
+    frame_step: int = DEFAULT_FRAME_STEP
 
     def __post_init__(self) -> None:
         if self.phi not in PHI_CHOICES:
@@ -84,6 +86,8 @@ class ModelSpec:
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise SSTNetError(f"--threads {self.threads}: must be at least 1")
+        if isinstance(self.frame_step, bool) or not isinstance(self.frame_step, int) or self.frame_step < 1:
+            raise SSTNetError(f"--frame-step {self.frame_step}: must be at least 1")
 
     @property
     def input_size(self) -> str:
@@ -91,9 +95,9 @@ class ModelSpec:
         return format_input_shape(self.input_shape)
 
     def architecture(self) -> dict[str, Any]:
-        """The fields that decide the weights' layout, with the input size the model was trained at."""
+        """The fields that decide the weights' layout, with the input size and frame step the model was trained at."""
         return {"phi": self.phi, "num_frame": self.num_frame, "input_size": list(self.input_shape),
-                "lstm_hidden": self.lstm_hidden}
+                "lstm_hidden": self.lstm_hidden, "frame_step": self.frame_step}
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ class TrainedModel:
     from_sidecar: bool = False
     extra: dict = field(default_factory=dict)
     described_by: str | None = None  # what described the model when not its weights (e.g. "ONNX metadata")
+    frame_step: int = DEFAULT_FRAME_STEP  # the frame step it was trained with (1 when nothing says otherwise)
 
     @property
     def origin(self) -> str:

@@ -36,7 +36,7 @@ def trained_from_sidecar(data: Any, source: str) -> TrainedModel:
     try:
         shape = parse_input_shape(model["input_size"], flag=f"{where}: model.input_size")
         spec = ModelSpec(phi=model["phi"], num_frame=model["num_frame"], lstm_hidden=model["lstm_hidden"],
-                         input_shape=shape)
+                         input_shape=shape, frame_step=model.get("frame_step", 1))
         num_classes = model["num_classes"]
     except KeyError as exc:
         raise SSTNetError(f"{where}: model.{exc.args[0]} is missing") from None
@@ -50,4 +50,4 @@ def trained_from_sidecar(data: Any, source: str) -> TrainedModel:
         raise SSTNetError(f"{where}: class_names: expected {num_classes} strings")
     extra = {key: value for key, value in data.items() if key not in ("format", "model", "class_names")}
     return TrainedModel(source, spec.phi, spec.num_frame, spec.lstm_hidden, num_classes, spec.input_shape,
-                        tuple(names) if names is not None else None, True, extra)
+                        tuple(names) if names is not None else None, True, extra, frame_step=spec.frame_step)

@@ -53,6 +53,9 @@ def build_parser():
     parser.add_argument("--num-frame", type=int, default=5, metavar="T",
                         help="frames per sample of the model that will read the dataset: each key frame's T-1 "
                              "predecessors are written too")
+    parser.add_argument("--frame-step", type=int, default=1, metavar="S",
+                        help="frames between the frames of a window of the model that will read the dataset (its "
+                             "--frame-step): the frames k-(T-1)S, ..., k-S, k of each key frame k are written")
     parser.add_argument("--classes", choices=CLASS_MODES, default="target",
                         help="target: one class for every box; from-name: the clip's class from its file name "
                              "(see --name-pattern); from-labels: the class each box of a .txt label file names")
@@ -71,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_number("--workers", args.workers, 0)
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
-    config = ImportConfig(keyframe_step=args.keyframe_step, num_frame=args.num_frame, classes=args.classes,
-                          name_pattern=args.name_pattern, frame_format=args.frame_format)
+    config = ImportConfig(keyframe_step=args.keyframe_step, num_frame=args.num_frame, frame_step=args.frame_step,
+                          classes=args.classes, name_pattern=args.name_pattern, frame_format=args.frame_format)
     labels_dir = args.labels if args.labels is not None else args.videos
     if not labels_dir.is_dir():
         raise SSTNetError(f"--labels {labels_dir}: not a folder")

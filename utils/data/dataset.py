@@ -20,7 +20,8 @@ from .sequence import SequenceFolders
 
 
 class SequenceDataset(Dataset):
-    """Samples of ``num_frame`` consecutive frames (key frame last) with the key frame's boxes.
+    """Samples of ``num_frame`` frames ``frame_step`` apart (consecutive by default; key frame last) with the key
+    frame's boxes.
 
     ``__getitem__`` returns a 3×T×H×W float32 array and an n×5 float32 tensor of (cx, cy, w, h, cls) in input
     pixels. Every window is checked when the dataset is built, so a missing frame fails at once, not mid-epoch.
@@ -29,7 +30,8 @@ class SequenceDataset(Dataset):
     """
 
     def __init__(self, records: Sequence[FrameRecord], input_shape: tuple[int, int], num_frame: int = 5,
-                 augment: AugmentConfig | None = None, seed: int = 0, source: str = "dataset") -> None:
+                 augment: AugmentConfig | None = None, seed: int = 0, source: str = "dataset",
+                 frame_step: int = 1) -> None:
         if num_frame < 2:
             raise SSTNetError(f"--num-frame {num_frame}: SSTNet needs at least 2 frames per sample")
         if not records:
@@ -41,7 +43,7 @@ class SequenceDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         folders = SequenceFolders()
-        self.windows = [folders.window(record.path, num_frame) for record in self.records]
+        self.windows = [folders.window(record.path, num_frame, frame_step) for record in self.records]
 
     @classmethod
     def from_coco(cls, json_path: str | os.PathLike, root: str | os.PathLike, input_shape: tuple[int, int],

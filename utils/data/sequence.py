@@ -15,9 +15,10 @@ def frame_number(path: Path) -> int:
         raise SSTNetError(f"{path}: frame names must be integer indices like 0.bmp, 1.bmp, ...") from None
 
 
-def window_numbers(key_number: int, first_number: int, num_frame: int) -> list[int]:
-    """Frame indices of the window ending at ``key_number``, oldest first, clamped at the sequence's first frame."""
-    return [max(key_number - offset, first_number) for offset in range(num_frame - 1, -1, -1)]
+def window_numbers(key_number: int, first_number: int, num_frame: int, frame_step: int = 1) -> list[int]:
+    """Frame indices of the window ending at ``key_number``, oldest first, ``frame_step`` apart (1: consecutive frames,
+    as released), clamped at the sequence's first frame."""
+    return [max(key_number - frame_step * offset, first_number) for offset in range(num_frame - 1, -1, -1)]
 
 
 class SequenceFolders:
@@ -51,8 +52,8 @@ class SequenceFolders:
             self._frames[key] = frames
         return self._frames[key]
 
-    def window(self, key_frame: Path, num_frame: int) -> list[Path]:
-        """The ``num_frame`` paths ending at ``key_frame``, oldest first (key frame last).
+    def window(self, key_frame: Path, num_frame: int, frame_step: int = 1) -> list[Path]:
+        """The ``num_frame`` paths ending at ``key_frame``, ``frame_step`` frames apart, oldest first (key frame last).
 
         History indices below the first frame of the sequence on disk are clamped to it, so a window at the
         start of a sequence repeats its first frame. Frames use the key frame's extension.
@@ -61,7 +62,7 @@ class SequenceFolders:
         present = self.frame_paths(key_frame.parent, key_frame.suffix)
         if key_number not in present:
             raise SSTNetError(f"{key_frame}: key frame not found")
-        numbers = window_numbers(key_number, min(present), num_frame)
+        numbers = window_numbers(key_number, min(present), num_frame, frame_step)
         for number in numbers:
             if number not in present:
                 # Named as the key frame spells its index (zero-padded or not).

@@ -50,6 +50,7 @@ class ImportConfig:
 
     keyframe_step: int = 5
     num_frame: int = 5
+    frame_step: int = 1
     classes: str = "target"
     name_pattern: str = DEFAULT_NAME_PATTERN
     frame_format: str = "png"
@@ -59,6 +60,8 @@ class ImportConfig:
             raise SSTNetError(f"--keyframe-step {self.keyframe_step}: must be at least 1")
         if self.num_frame < 1:
             raise SSTNetError(f"--num-frame {self.num_frame}: must be at least 1")
+        if self.frame_step < 1:
+            raise SSTNetError(f"--frame-step {self.frame_step}: must be at least 1")
         if self.classes not in CLASS_MODES:
             raise SSTNetError(f"--classes {self.classes}: choose one of {', '.join(CLASS_MODES)}")
         if self.frame_format not in FRAME_FORMATS:
@@ -234,9 +237,10 @@ def _class_of_box(box: Box, clip: Clip, config: ImportConfig, labels_path: Path)
     return box.class_name
 
 
-def needed_frames(keyframes: Sequence[int], num_frame: int) -> list[int]:
-    """The frames the T-frame windows of ``keyframes`` read: each key frame and the T - 1 before it (from 0)."""
-    return sorted({number for key in keyframes for number in range(max(key - num_frame + 1, 0), key + 1)})
+def needed_frames(keyframes: Sequence[int], num_frame: int, frame_step: int = 1) -> list[int]:
+    """The frames the T-frame windows of ``keyframes`` read: each key frame and the T - 1 before it, ``frame_step``
+    apart, clamped at frame 0 (as a dataset's windows are clamped at its first frame)."""
+    return sorted({max(key - frame_step * offset, 0) for key in keyframes for offset in range(num_frame)})
 
 
 def _write_frame(path: Path, image: np.ndarray, frame_format: str) -> int:
@@ -271,7 +275,7 @@ def _convert(clip: Clip, out: Path, config: ImportConfig, result: ClipResult) ->
             raise SSTNetError(f"{clip.video}: not a readable video (OpenCV cannot open it)")
         # The labelled key-frame candidates, then the frames their windows need; decoding stops after the last.
         candidates = [index for index in sorted(labels.frames) if index % config.keyframe_step == 0]
-        wanted = set(needed_frames(candidates, config.num_frame))
+        wanted = set(needed_frames(candidates, config.num_frame, config.frame_step))
         folder = out / "images" / clip.split / clip.name
         frames = 0
         size: tuple[int, int] | None = None
@@ -398,7 +402,7 @@ def build_coco(results: Sequence[ClipResult], categories: list[str], config: Imp
         clip = result.clip
         split = coco.setdefault(clip.split, {
             "info": {"description": "converted by utils_coco/videos_to_daub.py", "keyframe_step": config.keyframe_step,
-                     "num_frame": config.num_frame, "classes": config.classes},
+                     "num_frame": config.num_frame, "frame_step": config.frame_step, "classes": config.classes},
             "videos": [], "images": [], "annotations": [],
             "categories": [{"id": category_id[name], "name": name, "supercategory": "none"} for name in categories]})
         video_id = len(split["videos"]) + 1
@@ -463,7 +467,7 @@ def import_videos(clips: Sequence[Clip], out: Path, config: ImportConfig, worker
     started = time.perf_counter()
     out = ensure_dir(out)
     write_json(out / MARKER, {"tool": "utils_coco/videos_to_daub.py", "keyframe_step": config.keyframe_step,
-                              "num_frame": config.num_frame}, indent=2)
+                              "num_frame": config.num_frame, "frame_step": config.frame_step}, indent=2)
     results: list[ClipResult] = []
     warnings = 0
     failed = []

@@ -154,7 +154,7 @@ def export_graphs(model: Network, spec: ModelSpec, num_classes: int, class_names
     window_model = copy.deepcopy(model).eval().to(dtype).set_computation(window_computation)
     base = ExportedGraph("frame", spec.phi, spec.num_frame, spec.lstm_hidden, num_classes, spec.input_shape,
                          tuple(class_names), "fast", None if dynamic_batch else 1, precision, project_commit(),
-                         uuid.uuid4().hex)
+                         uuid.uuid4().hex, spec.frame_step)
     batch = CHECK_BATCH if dynamic_batch else 1
     height, width = spec.input_shape
     T = spec.num_frame

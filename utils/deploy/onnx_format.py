@@ -85,6 +85,7 @@ class ExportedGraph:
     precision: str
     commit: str | None = None
     export_id: str | None = None  # shared by the graphs of one export: a folder mixing two exports is refused
+    frame_step: int = 1  # frames between a window's frames; the caller builds windows with it
 
     def metadata(self) -> dict[str, str]:
         """The ``metadata_props`` of the graph: the model, the preprocessing and the decoding, as strings."""
@@ -97,7 +98,7 @@ class ExportedGraph:
                 "mean": json.dumps([float(f"{value:.6g}") for value in MEAN]),
                 "std": json.dumps([float(f"{value:.6g}") for value in STD]),
                 "normalisation": NORMALISATION, "decode": DECODE, "commit": self.commit or "unknown",
-                "export_id": self.export_id or "unknown"}
+                "export_id": self.export_id or "unknown", "frame_step": str(self.frame_step)}
 
     @classmethod
     def from_metadata(cls, props: dict[str, str], source: str) -> ExportedGraph:
@@ -128,7 +129,8 @@ class ExportedGraph:
         batch = field("batch")
         graph = cls(field("graph"), field("phi"), integer("num_frame"), integer("lstm_hidden"), num_classes, shape,
                     tuple(names), field("computation"), None if batch == "dynamic" else integer("batch"),
-                    field("precision"), known(props.get("commit")), known(props.get("export_id")))
+                    field("precision"), known(props.get("commit")), known(props.get("export_id")),
+                    integer("frame_step") if "frame_step" in props else 1)
         if graph.graph not in GRAPHS or graph.precision not in PRECISIONS:
             raise SSTNetError(f"{source}: metadata graph {graph.graph!r} / precision {graph.precision!r} not "
                               f"understood")
@@ -137,15 +139,16 @@ class ExportedGraph:
     def trained_model(self, source: str) -> TrainedModel:
         """The model as the shared option resolver sees trained weights (flags are checked against it)."""
         return TrainedModel(source, self.phi, self.num_frame, self.lstm_hidden, self.num_classes, self.input_shape,
-                            self.class_names, described_by="ONNX metadata")
+                            self.class_names, described_by="ONNX metadata", frame_step=self.frame_step)
 
     def same_model(self, other: ExportedGraph) -> bool:
         """Whether two graphs of one folder come from one export (same model, size, batch and precision)."""
         keys = ("phi", "num_frame", "lstm_hidden", "num_classes", "input_shape", "class_names", "batch", "precision",
-                "commit", "export_id")
+                "commit", "export_id", "frame_step")
         return all(getattr(self, key) == getattr(other, key) for key in keys)
 
     def describe(self) -> str:
-        return (f"phi {self.phi}, T {self.num_frame}, input {format_input_shape(self.input_shape)}, "
+        return (f"phi {self.phi}, T {self.num_frame}, frame step {self.frame_step}, "
+                f"input {format_input_shape(self.input_shape)}, "
                 f"{self.num_classes} class(es), batch {'dynamic' if self.batch is None else self.batch}, "
                 f"{self.precision}")

@@ -115,7 +115,7 @@ def load_detector(args: argparse.Namespace, num_classes: int | None = None, sour
                  frames_at_once=spec.num_frame if args.engine == "window" else 1)
     model = build_model(spec, trained.num_classes, state, device, str(args.weights))
     settings = DetectSettings(spec.input_shape, spec.num_frame, args.conf, args.nms, args.engine, args.batch_size,
-                              args.workers, amp_dtype, args.letterbox)
+                              args.workers, amp_dtype, args.letterbox, spec.frame_step)
     # Mixed precision runs channels-last: the layout bf16/fp16 convolutions want (TorchBackend).
     backend = TorchBackend(model, amp_dtype, channels_last=amp_dtype is not None,
                            compile_mode=None if args.compile == "off" else args.compile)
@@ -146,5 +146,5 @@ def load_onnx_detector(args: argparse.Namespace, num_classes: int | None, engine
     trained = info.trained_model(str(args.onnx))
     spec = dataclasses.replace(resolve_spec(args, trained, engine=args.engine), computation=computation)
     settings = DetectSettings(spec.input_shape, spec.num_frame, args.conf, args.nms, args.engine, args.batch_size,
-                              args.workers, None, args.letterbox)
+                              args.workers, None, args.letterbox, spec.frame_step)
     return Detector(backend, None, spec, trained, settings, backend.device)

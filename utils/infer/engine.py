@@ -47,6 +47,7 @@ class DetectSettings:
     workers: int = 0
     amp_dtype: torch.dtype | None = None
     letterbox: bool = True  # False: frames stretched to the input (the release's letterbox_image=False)
+    frame_step: int = 1  # frames between the frames of a window (1: consecutive, as released)
 
 
 # ---------------------------------------------------------------------------------------------- detection
@@ -128,14 +129,15 @@ class SequenceDetector:
     key frame."""
 
     def __init__(self, model: torch.nn.Module | InferenceBackend, num_frame: int, mode: str = "stream",
-                 amp_dtype: torch.dtype | None = None) -> None:
+                 amp_dtype: torch.dtype | None = None, frame_step: int = 1) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.backend = as_backend(model, amp_dtype)
         self.num_frame = num_frame
         self.mode = mode
         self._sequence: str | None = None
-        self._cache: deque[tuple[int, torch.Tensor]] = deque(maxlen=num_frame)
+        # Every walked frame a window may still reach: the last (T - 1)·step + 1 (walks skip only unneeded frames).
+        self._cache: deque[tuple[int, torch.Tensor]] = deque(maxlen=(num_frame - 1) * frame_step + 1)
 
     def reset(self) -> None:
         """Forget the cached frames (the next frame starts a new sequence)."""
@@ -184,7 +186,7 @@ def detect_batches(model: torch.nn.Module | InferenceBackend, batches: Iterable[
     """Run the engine with ``model`` (a backend or an eval-mode ``Network``) over ``batches`` (``total`` frames for
     the progress bar, None for a live source); yield each key frame's output and its detections (rows as
     :func:`postprocess` returns them)."""
-    detector = SequenceDetector(model, settings.num_frame, settings.mode, settings.amp_dtype)
+    detector = SequenceDetector(model, settings.num_frame, settings.mode, settings.amp_dtype, settings.frame_step)
     nonfinite = NonFiniteFrames()
     with tqdm(total=total, desc=desc, unit="frame", disable=not progress, dynamic_ncols=True) as bar:
         for batch in batches:

@@ -72,7 +72,8 @@ def evaluate(model: torch.nn.Module | InferenceBackend, ground_truth: CocoGround
     if module is not None:
         module.eval()
     coco_results: list[dict] = []
-    plan = plan_sequence_walk(records, settings.num_frame, frozen_motion=frozen_motion)
+    plan = plan_sequence_walk(records, settings.num_frame, frozen_motion=frozen_motion,
+                              frame_step=settings.frame_step)
     try:
         for item, detections in detect_plan(model, plan, settings, progress, desc="evaluate"):
             top, left, bottom, right = detections[:, 0], detections[:, 1], detections[:, 2], detections[:, 3]

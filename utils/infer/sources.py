@@ -53,7 +53,7 @@ class FrameBatch:
 
 # ---------------------------------------------------------------------------------------------- walk plans
 def plan_sequence_walk(records: Sequence[FrameRecord], num_frame: int, folders: SequenceFolders | None = None,
-                       frozen_motion: bool = False) -> list[FrameRef]:
+                       frozen_motion: bool = False, frame_step: int = 1) -> list[FrameRef]:
     """Every frame the windows of ``records`` need, once each, sequence by sequence in index order.
 
     Sequences keep the order in which they first appear in ``records``; key frames carry their window.
@@ -65,7 +65,8 @@ def plan_sequence_walk(records: Sequence[FrameRecord], num_frame: int, folders: 
     paths: dict[tuple[str, int], Path] = {}
     for record in records:
         sequence = str(record.path.parent)
-        window = [record.path] * num_frame if frozen_motion else folders.window(record.path, num_frame)
+        window = ([record.path] * num_frame if frozen_motion
+                  else folders.window(record.path, num_frame, frame_step))
         numbers = tuple(frame_number(path) for path in window)
         windows.setdefault(sequence, {})[numbers[-1]] = numbers
         keys[(sequence, numbers[-1])] = record
@@ -95,9 +96,10 @@ def folder_frames(folder: str | os.PathLike) -> list[Path]:
     return frames
 
 
-def plan_frames(frames: Sequence[Path], num_frame: int) -> list[FrameRef]:
+def plan_frames(frames: Sequence[Path], num_frame: int, frame_step: int = 1) -> list[FrameRef]:
     """Every frame in ``frames`` as a key frame (history frames from their folders as needed)."""
-    return plan_sequence_walk([FrameRecord(path, np.zeros((0, 5), np.float32)) for path in frames], num_frame)
+    return plan_sequence_walk([FrameRecord(path, np.zeros((0, 5), np.float32)) for path in frames], num_frame,
+                              frame_step=frame_step)
 
 
 # ------------------------------------------------------------------------------------------ frame sources
@@ -171,7 +173,8 @@ def live_source(text: str) -> int | str | None:
 
 
 def capture_batches(capture: cv2.VideoCapture, name: str, input_shape: tuple[int, int], batch_size: int,
-                    num_frame: int, letterbox: bool = True, label: str | None = None) -> Iterator[FrameBatch]:
+                    num_frame: int, letterbox: bool = True, label: str | None = None,
+                    frame_step: int = 1) -> Iterator[FrameBatch]:
     """Batches of the frames ``capture`` delivers, read as they arrive (nothing is counted beforehand), every frame a
     key frame of sequence ``name`` (windows clamped at the first frame). Ends with the stream; releases the capture.
     A capture that ends before its first frame is an error naming ``label`` (default: ``name``)."""
@@ -183,7 +186,7 @@ def capture_batches(capture: cv2.VideoCapture, name: str, input_shape: tuple[int
             if ok:
                 image = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
                 data, _ = preprocess_frame(image, input_shape, letterbox, f"{name} frame {number}")
-                ref = FrameRef(name, number, window=tuple(window_numbers(number, 0, num_frame)))
+                ref = FrameRef(name, number, window=tuple(window_numbers(number, 0, num_frame, frame_step)))
                 pending.append((data, ref, image))
                 number += 1
             if pending and (not ok or len(pending) == batch_size):
@@ -200,6 +203,7 @@ def capture_batches(capture: cv2.VideoCapture, name: str, input_shape: tuple[int
 
 
 def video_batches(path: str | os.PathLike, input_shape: tuple[int, int], batch_size: int, num_frame: int,
-                  letterbox: bool = True) -> Iterator[FrameBatch]:
+                  letterbox: bool = True, frame_step: int = 1) -> Iterator[FrameBatch]:
     """Batches of a video file's frames, every frame a key frame (windows clamped at the first frame)."""
-    return capture_batches(open_capture(path), str(Path(path)), input_shape, batch_size, num_frame, letterbox)
+    return capture_batches(open_capture(path), str(Path(path)), input_shape, batch_size, num_frame, letterbox,
+                           frame_step=frame_step)

@@ -1,10 +1,12 @@
-"""The model options every script shares (``--phi``, ``--num-frame``, ``--input-size``, ``--lstm-hidden``,
-``--computation``, ``--device``, ``--amp``, ``--threads``), defined once and parsed into one :class:`ModelSpec`.
+"""The model options every script shares (``--phi``, ``--num-frame``, ``--input-size``, ``--frame-step``,
+``--lstm-hidden``, ``--computation``, ``--device``, ``--amp``, ``--threads``), defined once and parsed into one
+:class:`ModelSpec`.
 
 They serve the training scripts, ``vid_map_coco.py``, ``vid_predict.py``, ``export_onnx.py``, ``summary.py`` and
 ``benchmarks/bench.py``. A script that starts from trained weights fills the flags left out from what the weights say
 they are (:class:`TrainedModel`: their sidecar ``<weights>.json``, or their tensor shapes); a flag that contradicts
-them is an error, except ``--input-size`` (running at another size is legitimate, and noted once).
+them is an error, except ``--input-size`` and ``--frame-step`` (running at another size or step is legitimate, and
+noted once).
 
 No torch here, so ``--help`` and argument errors answer at once.
 """
@@ -14,9 +16,9 @@ import argparse
 from typing import Any, Callable
 
 from ..errors import SSTNetError
-from ..model_spec import (AMP_CHOICES, ARCHITECTURE_FIELDS, COMPUTATION_CHOICES, DEFAULT_INPUT_SIZE,
-                          DEFAULT_LSTM_HIDDEN, DEFAULT_NUM_FRAME, DEFAULT_PHI, INPUT_MULTIPLE, PHI_CHOICES, ModelSpec,
-                          TrainedModel, format_input_shape, parse_input_shape)
+from ..model_spec import (AMP_CHOICES, ARCHITECTURE_FIELDS, COMPUTATION_CHOICES, DEFAULT_FRAME_STEP,
+                          DEFAULT_INPUT_SIZE, DEFAULT_LSTM_HIDDEN, DEFAULT_NUM_FRAME, DEFAULT_PHI, INPUT_MULTIPLE,
+                          PHI_CHOICES, ModelSpec, TrainedModel, format_input_shape, parse_input_shape)
 from .cpus import default_workers
 
 WORKERS_HELP = ("frame-decoding worker processes (default: 0 on 1-2 CPUs, 1 on 3, 2 from 4 on: on two cores a "
@@ -43,6 +45,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, several_sizes: bool = F
                        help=f"frames per window, key frame last (default: {DEFAULT_NUM_FRAME})")
     model.add_argument("--input-size", default=None, nargs="+" if several_sizes else None, metavar="S",
                        help=f"input side, a multiple of {INPUT_MULTIPLE}, or HxW (default: {DEFAULT_INPUT_SIZE})")
+    model.add_argument("--frame-step", type=int, default=None, metavar="S",
+                       help=f"frames between the frames of a window: key frame k sees k-(T-1)S, ..., k-S, k, so a "
+                            f"slow target moves S times farther across the window (default: {DEFAULT_FRAME_STEP}, "
+                            f"consecutive frames as released; weights trained with another step say so)")
     model.add_argument("--lstm-hidden", type=int, default=None, metavar="C",
                        help=f"width of the training-only motion branch; other values than {DEFAULT_LSTM_HIDDEN} change "
                             f"the checkpoint layout (default: {DEFAULT_LSTM_HIDDEN})")
@@ -89,6 +95,14 @@ def resolve_spec(args: argparse.Namespace, trained: TrainedModel | None = None,
                  f"{format_input_shape(trained.input_shape)}; running at the size given")
     elif trained is not None and trained.input_shape is not None:
         values["input_shape"] = trained.input_shape
+    step = getattr(args, "frame_step", None)
+    if step is not None:
+        values["frame_step"] = step
+        if trained is not None and step != trained.frame_step and not flags_win:
+            note(f"note: --frame-step {step}: {trained.source} was trained with frame step {trained.frame_step}; "
+                 "running with the step given")
+    elif trained is not None:
+        values["frame_step"] = trained.frame_step
     computation = getattr(args, "computation", None)
     if computation is None:
         computation = "released" if engine == "window" else "fast"

@@ -42,6 +42,7 @@ class ModelFlags:
     device: str = "auto"
     amp: str = "none"
     threads: int | None = None
+    frame_step: int | None = None
 
 
 @dataclass(frozen=True)

@@ -210,7 +210,7 @@ class Trainer:
         return dataclasses.replace(config, model=ModelFlags(
             phi=spec.phi, num_frame=spec.num_frame, input_size=spec.input_size, lstm_hidden=spec.lstm_hidden,
             computation=spec.computation, device=config.model.device, amp=config.model.amp,
-            threads=config.model.threads))
+            threads=config.model.threads, frame_step=spec.frame_step))
 
     def setup_device(self) -> None:
         """Step 2: threads, device, processes (DDP), the run folder's lock, mixed precision and the seeds."""
@@ -240,9 +240,9 @@ class Trainer:
         self.num_classes = len(self.train_gt.category_ids)
         self.train_set = SequenceDataset(train_records, self.input_shape, self.spec.num_frame,
                                          augment=self.config.augment, seed=self.config.optim.seed,
-                                         source="training set")
+                                         source="training set", frame_step=self.spec.frame_step)
         self.val_set = SequenceDataset(split_records(self.val_gt, data.all_frames), self.input_shape,
-                                       self.spec.num_frame, source="validation set")
+                                       self.spec.num_frame, source="validation set", frame_step=self.spec.frame_step)
 
     def build_model(self) -> None:
         """Step 4: the memory check, the model (initialised, ``--pretrained`` loaded, prior set), the loss, the weight
@@ -455,7 +455,8 @@ class Trainer:
         config = self.config
         settings = DetectSettings(self.input_shape, self.spec.num_frame, conf=config.run.eval_conf,
                                   nms=config.run.eval_nms, batch_size=config.optim.batch_size,
-                                  workers=config.data.workers, amp_dtype=self.amp_dtype)
+                                  workers=config.data.workers, amp_dtype=self.amp_dtype,
+                                  frame_step=self.spec.frame_step)
         result, _ = evaluate(self.ema.ema, self.val_gt, settings, all_frames=config.data.all_frames)
         self.log("  " + result.line())
         return {"mAP50": 100 * result.map50, "precision": 100 * result.precision, "recall": 100 * result.recall,
