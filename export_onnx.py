@@ -52,8 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     from utils.deploy.onnx_export import export_graphs
     from utils.infer.engine import build_model
     from utils.runtime.device import apply_threads, select_device
+    from utils.runtime.fileio import check_output
     from utils.runtime.model_options import resolve_spec
+    from utils.sidecar import weights_inputs
 
+    check_output(args.out, "--out", folder=True, inputs=weights_inputs("--weights", args.weights))
     trained, state = read_trained_weights(args.weights)
     spec = resolve_spec(args, trained, engine="window")  # --computation: window.onnx's, released unless given
     apply_threads(spec.threads)

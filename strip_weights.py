@@ -38,11 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from nets.weights import detector_state, read_trained_weights
-    from utils.sidecar import sidecar_path
+    from utils.runtime.fileio import check_output
+    from utils.sidecar import sidecar_path, weights_inputs
     from utils.train.run_files import save_weights
 
-    if args.out.resolve() == args.weights.resolve():
-        raise SSTNetError(f"--out {args.out}: is the input weights file; write the detector-only copy elsewhere")
+    inputs = weights_inputs("--weights", args.weights)
+    check_output(args.out, "--out", inputs=inputs)
+    check_output(sidecar_path(args.out), "--out (its sidecar)", inputs=inputs)
     trained, state = read_trained_weights(args.weights)
     if not trained.from_sidecar:
         raise SSTNetError(f"--weights {args.weights}: has no sidecar {sidecar_path(args.weights)}; the detector-only "
@@ -51,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     dtype = torch.float16 if args.half else None
     detector = detector_state(state, dtype)
     sidecar["detector_only"] = {"from": str(args.weights), "dtype": "float16" if args.half else "as trained"}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     save_weights(detector, args.out, sidecar)
     kept = sum(value.numel() for value in detector.values())
     total = sum(value.numel() for value in state.values())

@@ -99,14 +99,18 @@ def main(argv: list[str] | None = None) -> int:
                                         per_sequence_scores, read_coco_results, read_pr_curve, score_detections,
                                         scored_records, write_eval_outputs)
     from utils.runtime.fileio import check_output, write_json
+    from utils.sidecar import weights_inputs
 
     check_arguments(parser, args, argv)
     for path in args.compare:
         read_pr_curve(path)  # fail before the long part
-    check_output(args.out_dir, "--out-dir", folder=True)
     roots = [resolve_dataset_root(root) for root in (args.data_root or [ensure_synthetic_dataset(DAUB)])]
     ann = Path(args.ann)
     ann_paths = [ann if ann.is_absolute() else root / ann for root in roots]
+    inputs = [*(("--data-root", root) for root in roots), *(("--ann", path) for path in ann_paths),
+              ("--detections", args.detections), ("--onnx", args.onnx), *(("--compare", path) for path in args.compare),
+              *weights_inputs("--weights", args.weights)]
+    check_output(args.out_dir, "--out-dir", folder=True, inputs=inputs)
     if len(set(map(str, ann_paths))) < len(ann_paths):
         raise SSTNetError(f"--data-root / --ann: the same annotation file {ann_paths[0]} is named twice")
     parts = [(root.name, read_coco(path, root)) for root, path in zip(roots, ann_paths)]

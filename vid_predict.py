@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     from utils.infer.sources import open_capture
     from utils.infer.visualize import window_unavailable
     from utils.runtime.fileio import check_output
+    from utils.sidecar import weights_inputs
 
     check_number("--fps-frames", args.fps_frames, 1)
     check_number("--video-fps", args.video_fps, 0, 1000, low_open=True)
@@ -126,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     check_detector_arguments(args)
     out = args.out if args.out is not None else default_out(args.mode, source)
     if args.mode != "fps":
-        check_output(out, "--out", folder=args.mode == "dir")
+        inputs = [("--source", source if isinstance(source, Path) else None), ("--gt", args.gt),
+                  ("--onnx", args.onnx), *weights_inputs("--weights", args.weights)]
+        check_output(out, "--out", folder=args.mode == "dir", inputs=inputs)
     # A camera or stream is opened before the model loads, so one that cannot be opened is said at once.
     capture = open_capture(source, f"--source {args.source}") if not isinstance(source, Path) else None
     try:

@@ -200,8 +200,8 @@ def test_outputs_never_land_on_inputs_or_foreign_folders(tmp_path):
     videos = tmp_path / "videos"
     write_video(videos / "a.mp4", 3)
     (videos / "a.txt").write_text("0 1,1,4,4\n")
-    assert_clean_error(convert("--videos", videos, "--out", videos / "dataset"), "--out", "overlaps the input")
-    assert_clean_error(convert("--videos", videos, "--out", tmp_path), "--out", "overlaps the input")
+    assert_clean_error(convert("--videos", videos, "--out", videos / "dataset"), "--out", "lies inside the input")
+    assert_clean_error(convert("--videos", videos, "--out", tmp_path), "--out", "contains the input --videos")
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("mine")

@@ -11,6 +11,13 @@ from .errors import SSTNetError
 from .model_spec import ModelSpec, TrainedModel, parse_input_shape
 
 
+def weights_inputs(flag: str, weights: str | os.PathLike | None) -> list[tuple[str, str | os.PathLike | None]]:
+    """A weights file and its sidecar as inputs of a run (for :func:`utils.runtime.fileio.check_output`)."""
+    if weights is None:
+        return []
+    return [(flag, weights), (f"{flag} (its sidecar)", sidecar_path(weights))]
+
+
 def sidecar_path(weights: str | os.PathLike) -> str:
     """Where the metadata of ``weights`` lives: the weights file's name plus ``.json``."""
     return os.fspath(weights) + ".json"

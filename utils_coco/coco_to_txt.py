@@ -16,7 +16,7 @@ from utils.data.annotations import dataset_root_of, format_index_line, read_coco
 from utils.errors import SSTNetError  # noqa: E402
 from utils.runtime.cli import make_parser  # noqa: E402
 from utils.runtime.entry import run_cli  # noqa: E402
-from utils.runtime.fileio import write_text  # noqa: E402
+from utils.runtime.fileio import check_output, write_text  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     root = args.root if args.root is not None else dataset_root_of(args.json, "--root")
     if not root.is_dir():
         raise SSTNetError(f"{root}: dataset root not found")
+    check_output(args.out, "--out", inputs=[("--json", args.json), ("--root", root)])
     ground_truth = read_coco(args.json, root)
     records = ground_truth.records + (ground_truth.unannotated if args.all_frames else [])
     records.sort(key=lambda record: record.image_id)

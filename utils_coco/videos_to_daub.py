@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if not labels_dir.is_dir():
         raise SSTNetError(f"--labels {labels_dir}: not a folder")
     splits, attributes = read_splits(args.splits) if args.splits is not None else (None, {})
-    inputs = [args.videos, labels_dir] + ([args.splits] if args.splits is not None else [])
-    check_out_folder(args.out, inputs)
+    check_out_folder(args.out, [("--videos", args.videos), ("--labels", labels_dir), ("--splits", args.splits)])
     clips, problems = find_clips(args.videos, labels_dir, splits, attributes, args.split, args.name_pattern)
     for line in problems:
         report(line)

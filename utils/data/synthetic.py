@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 import math
 import os
 import textwrap
@@ -563,6 +564,29 @@ def _write_bmp(path: Path, image: np.ndarray) -> None:
         raise SSTNetError(f"{path}: cannot write frame ({exc.strerror or exc})") from exc
 
 
+CONFIG_NAME = "synthetic_config.json"
+GENERATOR = "utils/data/synthetic.py"
+
+
+def check_own_folder(root: str | os.PathLike) -> None:
+    """The generator writes only into a new or empty folder, or one holding an earlier dataset of its own (its
+    ``synthetic_config.json``): never over a real dataset."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise SSTNetError(f"--out {root}: is a file, expected a folder for the dataset")
+    if not root.is_dir() or not any(root.iterdir()):
+        return
+    record = root / CONFIG_NAME
+    try:
+        own = record.is_file() and str(json.loads(record.read_text(encoding="utf-8")).get("generator", "")).endswith(
+            "synthetic.py")
+    except (OSError, ValueError, AttributeError):
+        own = False
+    if not own:
+        raise SSTNetError(f"--out {root}: is not empty and holds no dataset of this generator ({CONFIG_NAME}); give "
+                          "a new or empty folder (the generator never writes over other data)")
+
+
 def generate_dataset(root: str | os.PathLike, config: SyntheticConfig | None = None,
                      progress: bool = True) -> dict[str, Any]:
     """Write the dataset under ``root`` (frames, both COCO files, ``synthetic_config.json``) and return a summary.
@@ -574,8 +598,12 @@ def generate_dataset(root: str | os.PathLike, config: SyntheticConfig | None = N
     (left from an earlier, larger run; they are left alone here, :func:`remove_stale_frames` deletes them).
     """
     config = config if config is not None else SyntheticConfig()
+    check_own_folder(root)
     root = ensure_dir(root)
     started = time.perf_counter()
+    # The record goes first: it marks the folder as this generator's, even when the run is interrupted.
+    config_path = root / CONFIG_NAME
+    write_json(config_path, {"generator": GENERATOR, "config": asdict(config)}, indent=2)
     specs = sequence_specs(config)
     width, height = config.frame_width, config.frame_height
     coco = {split: {"images": [], "annotations": [], "categories": CATEGORIES} for split in SPLITS}
@@ -608,8 +636,6 @@ def generate_dataset(root: str | os.PathLike, config: SyntheticConfig | None = N
                           "annotations": len(coco[split]["annotations"]),
                           "empty_frames": len(coco[split]["images"]) - len(annotated),
                           "json": str(json_path)}
-    config_path = root / "synthetic_config.json"
-    write_json(config_path, {"generator": "utils/data/synthetic.py", "config": asdict(config)}, indent=2)
     written.add(config_path)
     summary["config"] = str(config_path)
     seconds = time.perf_counter() - started

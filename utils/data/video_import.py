@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import SSTNetError
-from ..runtime.fileio import ensure_dir, write_json
+from ..runtime.fileio import check_not_input, ensure_dir, write_json
 from .annotations import load_json
 from .video_labels import Box, VideoLabels, read_labels
 
@@ -349,14 +349,10 @@ def _collect_keyframes(labels: VideoLabels, keyframes: list[int], clip: Clip, co
 
 
 # ------------------------------------------------------------------------------------------ the dataset
-def check_out_folder(out: Path, inputs: Sequence[Path]) -> Path | None:
+def check_out_folder(out: Path, inputs: Sequence[tuple[str, Path | None]]) -> Path | None:
     """``out`` must be new, empty, or a folder this tool wrote (its marker file), and must not be, contain or lie
-    inside an input. Returns the marker of an earlier conversion, if any."""
-    resolved = out.resolve()
-    for path in inputs:
-        source = path.resolve()
-        if resolved == source or source in resolved.parents or resolved in source.parents:
-            raise SSTNetError(f"--out {out}: overlaps the input {path}; write the dataset elsewhere")
+    inside an input ((flag, path) pairs). Returns the marker of an earlier conversion, if any."""
+    check_not_input(out, "--out", inputs)
     if out.exists() and not out.is_dir():
         raise SSTNetError(f"--out {out}: is a file, expected a folder")
     marker = out / MARKER

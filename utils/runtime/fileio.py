@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 from ..errors import SSTNetError, no_space_error
 
@@ -26,10 +26,35 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     return path
 
 
-def check_output(path: str | os.PathLike, flag: str, folder: bool = False) -> Path:
+Inputs = Iterable[tuple[str, "str | os.PathLike | None"]]
+
+
+def check_not_input(path: str | os.PathLike, flag: str, inputs: Inputs) -> None:
+    """An output never destroys or mixes with what the run reads: after resolving symlinks, ``path`` may not be,
+    contain or sit inside any of ``inputs`` ((flag, path) pairs naming each input; None entries are skipped)."""
+    output = Path(path).resolve()
+    for input_flag, input_path in inputs:
+        if input_path is None:
+            continue
+        source = Path(input_path).resolve()
+        if output == source:
+            relation = "is"
+        elif source in output.parents:
+            relation = "lies inside"
+        elif output in source.parents:
+            relation = "contains"
+        else:
+            continue
+        raise SSTNetError(f"{flag} {path}: {relation} the input {input_flag} {input_path}; write the output elsewhere "
+                          "(an output never replaces, or mixes with, what the run reads)")
+
+
+def check_output(path: str | os.PathLike, flag: str, folder: bool = False, inputs: Inputs = ()) -> Path:
     """Check, before any work, that ``path`` can receive the output of ``flag``: a folder (``folder``) or a file
-    whose folder exists or can be created, writable, and not the other kind of thing already."""
+    whose folder exists or can be created, writable, not the other kind of thing already, and none of the run's
+    ``inputs`` (see :func:`check_not_input`)."""
     path = Path(path)
+    check_not_input(path, flag, inputs)
     if folder:
         if path.exists() and not path.is_dir():
             raise SSTNetError(f"{flag} {path}: is a file, expected a folder for the outputs")

@@ -31,12 +31,12 @@ from ..errors import SSTNetError
 from ..infer.engine import DetectSettings
 from ..infer.evaluation import evaluate
 from ..runtime.device import apply_threads, autocast, check_amp, select_device
-from ..runtime.fileio import ensure_dir, write_json
+from ..runtime.fileio import check_output, ensure_dir, write_json
 from ..runtime.memory import check_memory
 from ..runtime.model_options import resolve_spec
 from ..runtime.provenance import project_commit
 from ..runtime.signals import StopRequest
-from ..sidecar import sidecar_record
+from ..sidecar import sidecar_record, weights_inputs
 from .distributed import EpochSubsetSampler, all_reduce_sum, barrier, cleanup, init_distributed, process_device
 from .folder_lock import RunFolderLock
 from .history import RunLogger
@@ -219,6 +219,11 @@ class Trainer:
         device = select_device(self.spec.device)
         self.dist = init_distributed(device)
         self.run_dir = Path(config.run.save_dir)
+        data = config.data
+        inputs = [("--data-root", data.data_root), ("--val-root", data.val_root), ("--train-txt", data.train_txt),
+                  ("--val-txt", data.val_txt), *(("--mix-data", root) for root in data.mix_data),
+                  *weights_inputs("--pretrained", config.start.pretrained)]
+        check_output(self.run_dir, "--save-dir", folder=True, inputs=inputs)
         # Before anything reads or writes the run folder: a second process on it stops here.
         self.lock = RunFolderLock(ensure_dir(self.run_dir)).acquire() if self.dist.is_main else None
         self.device = process_device(device, self.dist)
