@@ -33,11 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import json
 
     import torch
 
-    from nets.weights import detector_state, read_trained_weights
+    from nets.weights import detector_state, read_trained_weights, weights_record
     from utils.runtime.fileio import check_output
     from utils.sidecar import sidecar_path, weights_inputs
     from utils.train.run_files import save_weights
@@ -46,10 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     check_output(args.out, "--out", inputs=inputs)
     check_output(sidecar_path(args.out), "--out (its sidecar)", inputs=inputs)
     trained, state = read_trained_weights(args.weights)
-    if not trained.from_sidecar:
+    sidecar, _ = weights_record(args.weights)
+    if sidecar is None:
         raise SSTNetError(f"--weights {args.weights}: has no sidecar {sidecar_path(args.weights)}; the detector-only "
                           "copy keeps the sidecar's description of the model, so it needs this project's weights")
-    sidecar = json.loads(Path(sidecar_path(args.weights)).read_text(encoding="utf-8"))
     dtype = torch.float16 if args.half else None
     detector = detector_state(state, dtype)
     sidecar["detector_only"] = {"from": str(args.weights), "dtype": "float16" if args.half else "as trained"}

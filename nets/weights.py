@@ -17,8 +17,10 @@ without the ``module.`` prefix DataParallel / DDP add.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,7 +146,59 @@ def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.
     state = dict(obj)
     while state and all(key.startswith(DDP_PREFIX) for key in state):
         state = {key[len(DDP_PREFIX):]: value for key, value in state.items()}
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise SSTNetError(f"{source}: {key} holds {bad} NaN or infinite value(s); such weights compute nothing "
+                              "(a diverged run?) and are refused")
     return state
+
+
+# Where this project's weights carry their own description: the state dict's per-module metadata, root entry,
+# which PyTorch keeps through save and load and which load_state_dict (strict included) ignores, so the authors'
+# code still loads the file as it is.
+RECORD_KEY = "sstnet"
+INSIDE = "the description inside the weights"
+
+
+def embed_record(state: Mapping[str, torch.Tensor], record: dict) -> "OrderedDict[str, torch.Tensor]":
+    """A copy of ``state`` that carries ``record`` (the sidecar's content) inside it."""
+    copy = OrderedDict(state)
+    metadata = OrderedDict(getattr(state, "_metadata", None) or {})
+    metadata[""] = {**metadata.get("", {}), RECORD_KEY: record}
+    copy._metadata = metadata  # type: ignore[attr-defined]
+    return copy
+
+
+def embedded_record(obj: Any) -> dict | None:
+    """The description a loaded checkpoint carries inside it (see :func:`embed_record`), if any."""
+    for candidate in (obj, *(obj.get(key) for key in WRAPPER_KEYS if isinstance(obj, Mapping))):
+        record = (getattr(candidate, "_metadata", None) or {}).get("", {}).get(RECORD_KEY)
+        if isinstance(record, dict):
+            return record
+    return None
+
+
+def sidecar_of(path: str | os.PathLike) -> Path | None:
+    """The sidecar of ``path``: beside the file itself (a symbolic link resolved), else beside the link; only a
+    regular file counts (a FIFO or folder there is never opened)."""
+    candidates = [Path(sidecar_path(Path(path).resolve())), Path(sidecar_path(path))]
+    return next((candidate for candidate in candidates if candidate.is_file()), None)
+
+
+def weights_record(path: str | os.PathLike, obj: Any | None = None) -> tuple[dict | None, str]:
+    """The description of the weights at ``path`` as written (the dict a sidecar holds) and where it was found:
+    inside the file, else its sidecar; (None, "") when neither. ``obj``: the already loaded checkpoint."""
+    record = embedded_record(read_checkpoint(path) if obj is None else obj)
+    if record is not None:
+        return record, INSIDE
+    sidecar = sidecar_of(path)
+    if sidecar is None:
+        return None, ""
+    try:
+        return json.loads(sidecar.read_text(encoding="utf-8")), f"sidecar {sidecar}"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SSTNetError(f"{sidecar}: unreadable weights sidecar ({exc}); fix or delete it") from None
 
 
 def _first(keys: Sequence[str]) -> str:
@@ -246,36 +300,52 @@ def architecture_of(state: Mapping[str, torch.Tensor], source: str = "weights") 
             "lstm_hidden": int(state[_LSTM].shape[0]) if _LSTM in state else None}
 
 
+def _stale_sidecar_note(path: str | os.PathLike, record: dict) -> str | None:
+    """A note when weights that describe themselves have a sidecar that says something else (or cannot be read)."""
+    sidecar = sidecar_of(path)
+    if sidecar is None:
+        return None
+    try:
+        same = json.loads(sidecar.read_text(encoding="utf-8")).get("model") == record.get("model")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        same = False
+    if same:
+        return None
+    return (f"note: {sidecar} does not match the description inside {path} (a stale or foreign sidecar); the "
+            "weights' own description is used")
+
+
 def read_trained_weights(path: str | os.PathLike,
                          any_weights: bool = False) -> tuple[TrainedModel | None, dict[str, torch.Tensor]]:
-    """Load SSTNet weights and say what model they hold: from the sidecar ``<weights>.json`` when there is one
-    (checked against the tensors), else from the tensor shapes; detector-only weights need their sidecar for the
-    motion-branch width. ``any_weights``: weights that are not SSTNet's (e.g. YOLOX COCO weights for
-    ``--pretrained``) or that cannot say their model give None instead of an error."""
+    """Load SSTNet weights and say what model they hold: from the description they carry inside them, else their
+    sidecar ``<weights>.json`` (beside the file, a symbolic link resolved), checked against the tensors; else from
+    the tensor shapes. Detector-only weights need a description for the motion-branch width. ``any_weights``:
+    weights that are not SSTNet's (e.g. YOLOX COCO weights for ``--pretrained``) or that cannot say their model give
+    None instead of an error. Weights with NaN or infinite values are refused."""
     name = str(path)
-    state = extract_state_dict(read_checkpoint(path), name)
+    obj = read_checkpoint(path)
+    state = extract_state_dict(obj, name)
     try:
         shapes = architecture_of(state, name)
     except SSTNetError:
         if any_weights:
             return None, state
         raise
-    sidecar = Path(sidecar_path(path))
-    if not sidecar.exists():
+    record, where = weights_record(path, obj)
+    if record is None:
         if shapes["lstm_hidden"] is None:
             if any_weights:
                 return None, state
-            raise SSTNetError(f"{name}: detector-only weights without their sidecar {sidecar} (strip_weights.py "
-                              "writes both; it says the model)")
+            raise SSTNetError(f"{name}: detector-only weights without their sidecar {sidecar_path(path)} "
+                              "(strip_weights.py writes both; it says the model)")
         return TrainedModel(name, shapes["phi"], shapes["num_frame"], shapes["lstm_hidden"],
                             shapes["num_classes"]), state
-    try:
-        data = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SSTNetError(f"{sidecar}: unreadable weights sidecar ({exc}); fix or delete it") from None
-    trained = trained_from_sidecar(data, name)
+    trained = trained_from_sidecar(record, name, described_by=INSIDE if where == INSIDE else None)
+    if where == INSIDE:
+        trained = dataclasses.replace(trained, note=_stale_sidecar_note(path, record))
     for key, value in shapes.items():
         if value is not None and getattr(trained, key) != value:
-            raise SSTNetError(f"{sidecar}: says {key} {getattr(trained, key)}, but the weights beside it hold "
-                              f"{value}; the sidecar belongs to other weights (fix or delete it)")
+            source = f"{name} ({where})" if where == INSIDE else where
+            raise SSTNetError(f"{source}: says {key} {getattr(trained, key)}, but the weights hold {value}; it "
+                              "belongs to other weights (fix or delete it)")
     return trained, state

@@ -10,7 +10,7 @@ from conftest import REPO, assert_clean_error, run_script, tiny_synthetic_datase
 from parity_recipe import make_state, read_layout
 
 from nets import Network
-from nets.weights import architecture_of, read_trained_weights
+from nets.weights import architecture_of, embedded_record, read_trained_weights
 from utils.data.bundled import DAUB
 from utils.errors import SSTNetError
 from utils.model_spec import ModelSpec, TrainedModel
@@ -99,7 +99,9 @@ def test_every_weights_file_has_a_sidecar_and_stays_a_plain_state_dict(run):
     for path in weights:
         sidecar = json.loads(open(sidecar_path(path)).read())
         assert sidecar["model"] == {"phi": "nano", "num_frame": 3, "input_size": [64, 64], "lstm_hidden": 8,
-                                    "num_classes": 1}
+                                    "num_classes": 1, "frame_step": 1}
+        # The same description travels inside the weights file, where the authors' strict load ignores it.
+        assert embedded_record(torch.load(path, weights_only=True)) == sidecar
         assert sidecar["class_names"] == ["target"] and sidecar["data_root"] == str(run[0].resolve())
         assert sidecar["commit"] is None or len(sidecar["commit"]) >= 40
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -142,17 +144,34 @@ def test_evaluation_refuses_contradicting_flags_and_notes_another_size(run, tmp_
     assert (other.stdout + other.stderr).count("note: --input-size 96") == 1
 
 
+BROKEN_SIDECARS = (("{", "unreadable weights sidecar"), ('{"format": "other"}', "not a weights sidecar"),
+                   (json.dumps({"format": "sstnet-weights/1", "model": {"phi": "s", "num_frame": 3, "input_size": 64,
+                                                                       "lstm_hidden": 8, "num_classes": 1}}),
+                    "belongs to other weights"))
+
+
 def test_a_broken_sidecar_is_one_error_line(run, tmp_path):
+    """Weights that carry no description of their own (the authors', or written before this project embedded one)
+    depend on their sidecar: a broken one stops the run."""
+    data, folder = run
+    weights = tmp_path / "w.pth"
+    torch.save(dict(torch.load(folder / "last_epoch_weights.pth", weights_only=True)), weights)
+    for text, fragment in BROKEN_SIDECARS:
+        open(sidecar_path(weights), "w").write(text)
+        assert_clean_error(evaluate(data, weights, tmp_path / "out"), str(weights), fragment)
+
+
+def test_weights_that_describe_themselves_run_as_what_they_are_whatever_the_sidecar_says(run, tmp_path):
+    """A stale, foreign or broken sidecar (a failed write, a copy) cannot make self-describing weights run as another
+    model: the description inside wins and the sidecar is named in a note."""
     data, folder = run
     weights = tmp_path / "w.pth"
     shutil.copy(folder / "last_epoch_weights.pth", weights)
-    for text, fragment in (("{", "unreadable weights sidecar"), ('{"format": "other"}', "not a weights sidecar"),
-                           (json.dumps({"format": "sstnet-weights/1", "model": {"phi": "s", "num_frame": 3,
-                                                                               "input_size": 64, "lstm_hidden": 8,
-                                                                               "num_classes": 1}}),
-                            "belongs to other weights")):
+    for text, _ in BROKEN_SIDECARS:
         open(sidecar_path(weights), "w").write(text)
-        assert_clean_error(evaluate(data, weights, tmp_path / "out"), str(weights), fragment)
+        result = evaluate(data, weights, tmp_path / "out")
+        assert result.returncode == 0, result.stderr
+        assert f"note: {sidecar_path(weights)} does not match the description inside" in result.stdout
 
 
 def test_pretrained_fills_the_model_flags_reports_by_part_and_applies_the_prior_after(run, tmp_path, capsys):
@@ -312,3 +331,72 @@ def test_default_workers_leave_two_cpus_to_the_compute(monkeypatch, cpus, worker
     index = TRAIN.index("--workers")
     config = parse_config(["--save-dir", "unused", *TRAIN[:index], *TRAIN[index + 2:]], DAUB)
     assert config.data.workers == workers and "workers" not in config.given
+
+
+def test_weights_found_through_a_link_or_renamed_still_run_as_trained(run, tmp_path):
+    data, folder = run
+    reference = evaluate(data, folder / "last_epoch_weights.pth", tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr
+    expected = json.loads((tmp_path / "reference" / "metrics.json").read_text())
+    # Renamed without its sidecar: the description inside says 64 px.
+    renamed = tmp_path / "renamed.pth"
+    shutil.copy(folder / "last_epoch_weights.pth", renamed)
+    # Weights without a description inside, reached through a link: the sidecar beside the real file is read.
+    plain = tmp_path / "real" / "plain.pth"
+    plain.parent.mkdir()
+    torch.save(dict(torch.load(folder / "last_epoch_weights.pth", weights_only=True)), plain)
+    shutil.copy(sidecar_path(folder / "last_epoch_weights.pth"), sidecar_path(plain))
+    link = tmp_path / "elsewhere" / "link.pth"
+    link.parent.mkdir()
+    link.symlink_to(plain)
+    for weights in (renamed, link):
+        result = evaluate(data, weights, tmp_path / weights.stem)
+        assert result.returncode == 0, result.stderr
+        assert json.loads((tmp_path / weights.stem / "metrics.json").read_text()) == expected, weights
+        assert "note:" not in result.stdout
+
+
+def test_weights_that_cannot_say_their_input_size_are_run_with_a_note(run, tmp_path):
+    data, folder = run
+    bare = tmp_path / "bare.pth"
+    torch.save(dict(torch.load(folder / "last_epoch_weights.pth", weights_only=True)), bare)
+    result = run_script("summary.py", "--weights", bare)
+    assert result.returncode == 0, result.stderr
+    assert "does not say the input size it was trained at" in result.stdout and "give --input-size" in result.stdout
+
+
+def test_weights_with_a_nan_are_refused_everywhere(run, tmp_path):
+    data, folder = run
+    state = torch.load(folder / "last_epoch_weights.pth", weights_only=True)
+    key = "head.cls_preds.0.weight"
+    state[key].view(-1)[3] = float("nan")
+    broken = tmp_path / "nan.pth"
+    torch.save(state, broken)
+    shutil.copy(sidecar_path(folder / "last_epoch_weights.pth"), sidecar_path(broken))
+    assert_clean_error(evaluate(data, broken, tmp_path / "out"), str(broken), key, "1 NaN or infinite value")
+    assert_clean_error(run_script("strip_weights.py", "--weights", broken, "--out", tmp_path / "copy.pth"),
+                       "NaN or infinite")
+    assert not (tmp_path / "copy.pth").exists()
+
+
+def test_a_failed_weights_write_leaves_the_previous_weights_and_sidecar_whole(run, tmp_path, monkeypatch):
+    from utils.train import run_files
+    _, folder = run
+    state = torch.load(folder / "last_epoch_weights.pth", weights_only=True)
+    target = tmp_path / "w.pth"
+    first = {"format": "sstnet-weights/1", "model": {"phi": "nano", "num_frame": 3, "input_size": [64, 64],
+                                                     "lstm_hidden": 8, "num_classes": 1}, "class_names": ["target"]}
+    run_files.save_weights(state, target, first)
+    second = json.loads(json.dumps(first))
+    second["model"]["input_size"] = [512, 512]
+
+    def full_disk(obj, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(run_files.torch, "save", full_disk)
+    with pytest.raises(SSTNetError):
+        run_files.save_weights(state, target, second)
+    monkeypatch.undo()
+    assert json.loads(open(sidecar_path(target)).read()) == first
+    trained, _ = read_trained_weights(target)
+    assert trained.input_shape == (64, 64)

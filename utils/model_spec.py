@@ -119,6 +119,7 @@ class TrainedModel:
     extra: dict = field(default_factory=dict)
     described_by: str | None = None  # what described the model when not its weights (e.g. "ONNX metadata")
     frame_step: int = DEFAULT_FRAME_STEP  # the frame step it was trained with (1 when nothing says otherwise)
+    note: str | None = None  # said once by whoever resolves a run's spec from it (e.g. a stale sidecar ignored)
 
     @property
     def origin(self) -> str:

@@ -33,9 +33,10 @@ def sidecar_record(spec: ModelSpec, num_classes: int, class_names: list[str], ex
             **extra}
 
 
-def trained_from_sidecar(data: Any, source: str) -> TrainedModel:
-    """Validate a parsed sidecar; a malformed one is an error naming the file and field."""
-    where = sidecar_path(source)
+def trained_from_sidecar(data: Any, source: str, described_by: str | None = None) -> TrainedModel:
+    """Validate a parsed sidecar (or the same record carried inside the weights, ``described_by`` saying so); a
+    malformed one is an error naming the file and field."""
+    where = f"{source} ({described_by})" if described_by else sidecar_path(source)
     if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT or not isinstance(data.get("model"), dict):
         raise SSTNetError(f"{where}: not a weights sidecar of this project (expected \"format\": \"{SIDECAR_FORMAT}\" "
                           "and a \"model\" object)")
@@ -57,4 +58,5 @@ def trained_from_sidecar(data: Any, source: str) -> TrainedModel:
         raise SSTNetError(f"{where}: class_names: expected {num_classes} strings")
     extra = {key: value for key, value in data.items() if key not in ("format", "model", "class_names")}
     return TrainedModel(source, spec.phi, spec.num_frame, spec.lstm_hidden, num_classes, spec.input_shape,
-                        tuple(names) if names is not None else None, True, extra, frame_step=spec.frame_step)
+                        tuple(names) if names is not None else None, True, extra, described_by=described_by,
+                        frame_step=spec.frame_step)

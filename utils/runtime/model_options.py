@@ -74,6 +74,8 @@ def resolve_spec(args: argparse.Namespace, trained: TrainedModel | None = None,
     ``flags_win`` (``--pretrained``: a partial load into another shape is legitimate); an input size other than the
     trained one is allowed and ``note``-d. ``input_size`` overrides ``args.input_size`` (bench: one of several).
     """
+    if trained is not None and trained.note:
+        note(trained.note)
     values: dict[str, Any] = {}
     for name in ARCHITECTURE_FIELDS:
         written = getattr(args, name, None)
@@ -95,6 +97,9 @@ def resolve_spec(args: argparse.Namespace, trained: TrainedModel | None = None,
                  f"{format_input_shape(trained.input_shape)}; running at the size given")
     elif trained is not None and trained.input_shape is not None:
         values["input_shape"] = trained.input_shape
+    elif trained is not None and not flags_win:
+        note(f"note: {trained.origin} does not say the input size it was trained at (no sidecar beside it); running at "
+             f"the default {DEFAULT_INPUT_SIZE}, which is wrong for a model trained at another size: give --input-size")
     step = getattr(args, "frame_step", None)
     if step is not None:
         values["frame_step"] = step

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from nets.weights import embed_record
+
 from ..errors import SSTNetError
 from ..runtime.fileio import atomic_path, write_json
 from ..sidecar import sidecar_path
@@ -29,10 +31,11 @@ def save_state(obj: Any, path: str | os.PathLike) -> None:
 
 
 def save_weights(state: dict, path: str | os.PathLike, sidecar: dict) -> None:
-    """A weights file (plain state dict) and its sidecar ``<weights>.json``; the sidecar goes first, so weights on
-    disk always have one (a stale sidecar from the same run describes the same model)."""
+    """A weights file (a plain state dict, carrying ``sidecar`` inside it where strict loading ignores it) and then its
+    sidecar ``<weights>.json``: the file describes itself even when the sidecar is lost, renamed away or stale, and a
+    write that fails leaves the previous weights whole."""
+    save_state(embed_record(state, sidecar), path)
     write_json(sidecar_path(path), sidecar, indent=2)
-    save_state(state, path)
 
 
 def previous_path(path: Path) -> Path:
