@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SSTNetError(f"--amp {args.amp}: the graphs are float32, or float16 with --half")
 
     from nets.weights import read_trained_weights
-    from utils.deploy.onnx_export import export_graphs
+    from utils.deploy.onnx_export import check_opset, export_graphs
     from utils.infer.engine import build_model
     from utils.runtime.device import apply_threads, select_device
     from utils.runtime.fileio import check_output
@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from utils.sidecar import weights_inputs
 
     check_output(args.out, "--out", folder=True, inputs=weights_inputs("--weights", args.weights))
+    check_opset(args.opset)
     trained, state = read_trained_weights(args.weights)
     spec = resolve_spec(args, trained, engine="window")  # --computation: window.onnx's, released unless given
     apply_threads(spec.threads)

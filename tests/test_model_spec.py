@@ -227,18 +227,28 @@ def test_detector_only_weights_evaluate_as_the_full_ones_at_a_fraction_of_the_si
         assert torch.allclose(exact, rounded, rtol=0.02, atol=0.02 * float(exact.abs().max()))
 
 
-def test_detector_only_weights_refuse_without_their_sidecar_and_strip_refuses_foreign_input(run, tmp_path):
+def test_detector_only_weights_run_from_their_embedded_record_and_refuse_without_any(run, tmp_path):
+    """Stripped weights carry their description inside, so losing the sidecar changes nothing; weights that carry
+    none (a plain state dict saved by other code) and have no sidecar are refused by evaluation and by strip."""
     data, folder = run
     full = folder / "last_epoch_weights.pth"
     detector = tmp_path / "detector.pth"
     assert strip(full, detector).returncode == 0
     (tmp_path / "detector.pth.json").unlink()
-    assert_clean_error(evaluate(data, detector, tmp_path / "out", "--input-size", "64"), str(detector),
+    result = evaluate(data, detector, tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "note:" not in result.stdout + result.stderr
+    assert evaluate(data, detector, tmp_path / "sized", "--input-size", "64").returncode == 0
+    assert (tmp_path / "out/metrics.json").read_text() == (tmp_path / "sized/metrics.json").read_text()
+    bare_detector = tmp_path / "bare_detector.pth"
+    torch.save(dict(torch.load(detector, weights_only=True)), bare_detector)
+    assert embedded_record(torch.load(bare_detector, weights_only=True)) is None
+    assert_clean_error(evaluate(data, bare_detector, tmp_path / "out2", "--input-size", "64"), str(bare_detector),
                        "detector-only weights without their sidecar")
     bare = tmp_path / "bare.pth"
-    shutil.copy(full, bare)
+    torch.save(dict(torch.load(full, weights_only=True)), bare)
     assert_clean_error(strip(bare, tmp_path / "x.pth"), str(bare), "has no sidecar")
-    assert_clean_error(strip(full, full), "--out", "is the input weights file")
+    assert_clean_error(strip(full, full), "--out", "is the input --weights")
     assert not (tmp_path / "x.pth").exists()
 
 

@@ -209,8 +209,10 @@ def test_output_paths_are_checked_before_the_work(data, tmp_path):
     result = run_script("vid_map_coco.py", "--weights", missing, "--data-root", data, "--out-dir", a_file, *INFER)
     assert_clean_error(result, f"--out-dir {a_file}: is a file")
     frame = data / "images/test/data2/3.bmp"
-    result = run_script("vid_predict.py", "--weights", missing, "--source", frame, "--out", tmp_path, *INFER)
-    assert_clean_error(result, f"--out {tmp_path}: is a folder")
+    a_folder = tmp_path / "folder"
+    a_folder.mkdir()
+    result = run_script("vid_predict.py", "--weights", missing, "--source", frame, "--out", a_folder, *INFER)
+    assert_clean_error(result, f"--out {a_folder}: is a folder")
     result = run_script("vid_predict.py", "--mode", "dir", "--weights", missing, "--source", frame.parent, "--out",
                         a_file, *INFER)
     assert_clean_error(result, f"--out {a_file}: is a file")

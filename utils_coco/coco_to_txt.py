@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     root = args.root if args.root is not None else dataset_root_of(args.json, "--root")
     if not root.is_dir():
         raise SSTNetError(f"{root}: dataset root not found")
+    if not args.json.is_file():
+        raise SSTNetError(f"{args.json}: annotation file not found")
     check_output(args.out, "--out", inputs=[("--json", args.json), ("--root", root)])
     ground_truth = read_coco(args.json, root)
     records = ground_truth.records + (ground_truth.unannotated if args.all_frames else [])

@@ -12,7 +12,9 @@ import numpy as np
 import torch
 
 from ..errors import SSTNetError
-from .onnx_format import FRAME_INPUT, STREAM_GRAPHS, WINDOW_INPUT, ExportedGraph, detect_inputs, graph_file, require
+from ..model_spec import format_input_shape
+from .onnx_format import (FRAME_INPUT, GRAPHS, STREAM_GRAPHS, WINDOW_INPUT, ExportedGraph, detect_inputs, graph_file,
+                          require)
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 ENGINE_GRAPHS = {"stream": STREAM_GRAPHS, "window": ("window",)}
@@ -32,6 +34,45 @@ def execution_providers(ort, device: str) -> list:
                               f"use --device cpu)")
         return [(CUDA, {"device_id": int(name[5:] or 0)}), CPU]
     raise SSTNetError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def check_inputs(session, info: ExportedGraph, path: Path) -> None:
+    """The graph's inputs are what its metadata says: names, count (T for detect.onnx), input size and frames."""
+    height, width = info.input_shape
+    stride = 8
+    expected = {"frame": {FRAME_INPUT: (3, height, width)},
+                "detect": {name: (None, height // stride, width // stride) for name in detect_inputs(info.num_frame)},
+                "window": {WINDOW_INPUT: (3, info.num_frame, height, width)}}[info.graph]
+    actual = {item.name: tuple(item.shape[1:]) for item in session.get_inputs()}
+    if sorted(actual) != sorted(expected):
+        raise SSTNetError(f"{path}: its inputs {', '.join(sorted(actual))} are not those its metadata describes "
+                          f"({', '.join(sorted(expected))}: phi {info.phi}, T {info.num_frame}); export it again")
+    for name, shape in expected.items():
+        if any(want is not None and isinstance(have, int) and have != want for want, have in zip(shape, actual[name])):
+            raise SSTNetError(f"{path}: input {name} has shape {list(actual[name])} after the batch axis, but its "
+                              f"metadata describes {[side if side is not None else 'C' for side in shape]} (input "
+                              f"{format_input_shape(info.input_shape)}, T {info.num_frame}); export it again")
+
+
+def check_one_export(folder: Path, info: ExportedGraph) -> None:
+    """Every graph file in ``folder`` — opened or not — comes from the export of ``info``: a folder mixing two
+    exports (say, an interrupted re-export) is refused, whichever engine runs."""
+    try:
+        import onnx
+    except ImportError:  # without onnx the graphs' metadata cannot be read without opening them: the opened agree
+        return
+    for graph in GRAPHS:
+        path = folder / graph_file(graph)
+        if not path.is_file():
+            continue
+        try:
+            props = {entry.key: entry.value for entry in onnx.load(str(path), load_external_data=False).metadata_props}
+        except Exception as exc:  # noqa: BLE001 — onnx raises its own types for unreadable files
+            raise SSTNetError(f"{path}: not a readable ONNX model ({str(exc).strip().splitlines()[0]})") from None
+        other = ExportedGraph.from_metadata(props, str(path))
+        if not info.same_model(other):
+            raise SSTNetError(f"--onnx {folder}: {graph_file(graph)} comes from another export than the graphs "
+                              f"opened ({other.describe()} / {info.describe()}); export again into an empty folder")
 
 
 class OnnxBackend:
@@ -67,12 +108,14 @@ class OnnxBackend:
             info = ExportedGraph.from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
             if info.graph != graph:
                 raise SSTNetError(f"{path}: its metadata says it is the {info.graph} graph")
+            check_inputs(session, info, path)
             first = next(iter(self.graphs.values()), None)
             if first is not None and not first.same_model(info):
                 raise SSTNetError(f"--onnx {folder}: {graph_file(graph)} and {graph_file(first.graph)} come from "
                                   f"different exports ({info.describe()} / {first.describe()}); export again")
             self.sessions[graph], self.graphs[graph] = session, info
         self.info = next(iter(self.graphs.values()))
+        check_one_export(folder, self.info)
         self.device = torch.device("cpu")
         self.dtype = torch.float16 if self.info.precision == "float16" else torch.float32
 

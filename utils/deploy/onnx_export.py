@@ -113,6 +113,12 @@ def to_onnx(module: nn.Module, inputs: tuple[torch.Tensor, ...], input_names: li
                                     output_names=[FRAME_OUTPUT if isinstance(module, FrameGraph) else OUTPUT],
                                     dynamic_shapes=dynamic_shapes, verbose=False)
     proto = program.model_proto
+    written = next((entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        # torch's exporter falls back to an opset it knows when asked for another: say so, write nothing.
+        raise SSTNetError(f"--opset {opset}: torch's exporter wrote opset {written} instead; choose an opset it "
+                          f"supports ({MIN_OPSET}-{written if written and written > MIN_OPSET else DEFAULT_OPSET}); "
+                          "nothing written")
     onnx.helper.set_model_props(proto, metadata)
     proto.doc_string = doc
     onnx.checker.check_model(proto)
@@ -133,6 +139,17 @@ def run_session(session, names: Sequence[str], tensors: Sequence[torch.Tensor]):
     return session.run(None, {name: tensor.detach().cpu().numpy() for name, tensor in zip(names, tensors)})[0]
 
 
+def check_opset(opset: int) -> None:
+    """The export's packages are installed and ``opset`` is one the installed onnx knows (and at least MIN_OPSET)."""
+    for package in ("onnx", "onnxscript", "onnxruntime"):
+        require(package, "export_onnx.py")
+    import onnx
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise SSTNetError(f"--opset {opset}: must lie in [{MIN_OPSET}, {newest}] (the installed onnx knows opsets "
+                          f"up to {newest})")
+
+
 def export_graphs(model: Network, spec: ModelSpec, num_classes: int, class_names: Sequence[str], out_dir: str | Path,
                   opset: int = DEFAULT_OPSET, dynamic_batch: bool = False, half: bool = False,
                   graphs: Sequence[str] = GRAPHS, window_computation: str = "released") -> list[ExportedFile]:
@@ -142,10 +159,7 @@ def export_graphs(model: Network, spec: ModelSpec, num_classes: int, class_names
     provider is available) and all are written, atomically, only once every check has passed. Returns what was
     written.
     """
-    if opset < MIN_OPSET:
-        raise SSTNetError(f"--opset {opset}: must be at least {MIN_OPSET}")
-    for package in ("onnx", "onnxscript", "onnxruntime"):
-        require(package, "export_onnx.py")
+    check_opset(opset)
     out_dir = ensure_dir(out_dir)
     precision = "float16" if half else "float32"
     parameter = next(model.parameters())
@@ -180,6 +194,10 @@ def export_graphs(model: Network, spec: ModelSpec, num_classes: int, class_names
             protos[graph] = proto
             differences[graph] = check_graph(graph, proto, half, frames, reference_features, stream_model,
                                              window_model, names)
+    # The graphs of an earlier export in the folder go first: a folder never mixes two exports' graphs (the engine
+    # checks that too, for a folder left half-written by an interrupted export).
+    for graph in GRAPHS:
+        (out_dir / graph_file(graph)).unlink(missing_ok=True)
     written = []
     for graph, proto in protos.items():
         path = out_dir / graph_file(graph)
