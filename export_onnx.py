@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from utils.infer.engine import build_model
     from utils.runtime.device import apply_threads, select_device
     from utils.runtime.fileio import check_output
+    from utils.runtime.memory import check_memory
     from utils.runtime.model_options import resolve_spec
     from utils.sidecar import weights_inputs
 
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.half and device.type != "cuda":
         raise SSTNetError("--half: float16 graphs are for GPUs and are exported and checked on one; no CUDA device "
                           "here (export float32 on the CPU)")
+    # Tracing runs the window graph once: bounded before the model is built.
+    check_memory(spec, 1, False, device, trained.num_classes, frames_at_once=spec.num_frame)
     model = build_model(spec, trained.num_classes, state, device, str(args.weights))
     written = export_graphs(model, spec, trained.num_classes, trained.labels, args.out, args.opset,
                             args.dynamic_batch, args.half, window_computation=spec.computation)

@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                                           window_flops)
     from utils.runtime.device import apply_threads, select_device
     from utils.runtime.fileio import write_json
+    from utils.runtime.memory import check_memory
 
     trained, state = read_trained_weights(args.weights) if args.weights else (None, None)
     if trained is not None and args.num_classes is not None and args.num_classes != trained.num_classes:
@@ -53,11 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     spec = resolve_spec(args, trained)
     apply_threads(spec.threads)
     device = select_device(spec.device)
+    num_classes = trained.num_classes if trained is not None else args.num_classes or 1
+    # The counts need the whole model, motion branch included: one window's forward, bounded before it is built.
+    check_memory(spec, 1, False, device, num_classes, frames_at_once=spec.num_frame)
     if trained is not None:
-        model = build_model(spec, trained.num_classes, state, device, str(args.weights))
-    else:
-        model = Network(args.num_classes or 1, spec.num_frame, spec.phi, lstm_hidden=spec.lstm_hidden,
-                        computation=spec.computation).to(device).eval()
+        build_model(spec, num_classes, state, device, str(args.weights))  # the weights must fit this model
+    model = Network(num_classes, spec.num_frame, spec.phi, lstm_hidden=spec.lstm_hidden,
+                    computation=spec.computation).to(device).eval()
 
     parameters = parameters_by_part(model)
     inference = window_flops(model, spec.input_shape, spec.num_frame)

@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", default="predict", choices=MODES, help="what to do (default: predict)")
     parser.add_argument("--source", required=True,
                         help="a frame (predict), a sequence folder (dir), a folder or video file (video, fps), or in "
-                             "video mode a camera index (0, 1, ...) or a stream URL (rtsp://, http://...)")
+                             "video mode a camera index (0, 1, ...; a path of that name is read instead) or a stream "
+                             "URL (rtsp://, http://...)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output PNG (predict), folder (dir) or .mp4 (video); default: under img_out/ (camera N: "
                              "img_out/cameraN.mp4, a stream: img_out/stream.mp4)")
@@ -85,6 +86,11 @@ def check_source(args: argparse.Namespace) -> Path | int | str:
     from utils.infer.sources import live_source
 
     live = live_source(args.source)
+    if isinstance(live, int) and Path(args.source).exists():
+        # A frame folder (or file) named like a camera index: what is on disk is what the user means.
+        print(f"note: --source {args.source}: reading the path ./{args.source}, not camera {live} (give the camera "
+              "from a folder without that name)")
+        live = None
     if live is not None:
         if args.mode != "video":
             raise SSTNetError(f"--source {args.source}: a camera or stream is read in --mode video only")
@@ -213,7 +219,7 @@ def annotate(args: argparse.Namespace, detector: Detector, source: Path | int | 
                 for index, pixels in enumerate(crops(item.image, detections)):
                     save_png(pixels, crop_dir / f"{name}_{index}.png")
             if writer is not None:
-                writer.write(frame)
+                writer.write(frame, str(item.ref.path or name))
             elif args.mode == "predict":
                 save_png(frame, out)
             else:

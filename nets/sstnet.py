@@ -48,12 +48,14 @@ class Network(nn.Module):
 
     ``lstm_hidden`` is both the width ``mapping1`` maps each frame to and the ConvLSTM's hidden width (the
     released node needs the two equal). ``computation``: "fast" or "released" (module docstring); change it
-    later with :meth:`set_computation`.
+    later with :meth:`set_computation`. ``motion_branch=False`` leaves out the training-only motion branch (an
+    inference model: nothing of it runs outside training, and its width then allocates nothing); such a model can
+    only be run in eval mode.
     """
 
     def __init__(self, num_classes: int = 1, num_frame: int = 5, phi: str = "s", lstm_hidden: int = LSTM_HIDDEN,
                  lstm_slices: int = LSTM_SLICES, lstm_layers: int = LSTM_LAYERS,
-                 lstm_kernel: int = LSTM_KERNEL, computation: str = "fast") -> None:
+                 lstm_kernel: int = LSTM_KERNEL, computation: str = "fast", motion_branch: bool = True) -> None:
         super().__init__()
         if num_frame < 2:
             raise SSTNetError(f"num_frame {num_frame}: SSTNet needs at least 2 frames")
@@ -70,15 +72,18 @@ class Network(nn.Module):
         self.neck = MotionCouplingNeck(c, num_frame)
         self.head = DecoupledHead(num_classes, in_channels=c, hidden=2 * c)
 
-        # Motion branch (training only). mapping0 is part of the released checkpoint but never used.
-        self.mapping0 = nn.Sequential(nn.Conv2d(c * T, c, kernel_size=1, bias=False), nn.LeakyReLU())
-        self.SSTNet = CrossSliceConvLSTM(lstm_hidden, lstm_hidden, lstm_kernel, num_slices=lstm_slices,
-                                         num_layers=lstm_layers)
-        self.mapping1 = nn.Sequential(
-            nn.Conv2d(3, 32, kernel_size=5, stride=4, padding=1, bias=False), nn.LeakyReLU(),
-            nn.Conv2d(32, lstm_hidden, kernel_size=1, bias=False), nn.LeakyReLU())
-        # Followed in motion_loss by a max-pool to P3's size (the release hard-codes 64×64, i.e. S = 512).
-        self.mapping2 = nn.Sequential(nn.Conv2d(lstm_hidden * T, c * T, kernel_size=1, bias=False), nn.LeakyReLU())
+        self.motion_branch = motion_branch
+        if motion_branch:
+            # Motion branch (training only). mapping0 is part of the released checkpoint but never used.
+            self.mapping0 = nn.Sequential(nn.Conv2d(c * T, c, kernel_size=1, bias=False), nn.LeakyReLU())
+            self.SSTNet = CrossSliceConvLSTM(lstm_hidden, lstm_hidden, lstm_kernel, num_slices=lstm_slices,
+                                             num_layers=lstm_layers)
+            self.mapping1 = nn.Sequential(
+                nn.Conv2d(3, 32, kernel_size=5, stride=4, padding=1, bias=False), nn.LeakyReLU(),
+                nn.Conv2d(32, lstm_hidden, kernel_size=1, bias=False), nn.LeakyReLU())
+            # Followed in motion_loss by a max-pool to P3's size (the release hard-codes 64×64, i.e. S = 512).
+            self.mapping2 = nn.Sequential(nn.Conv2d(lstm_hidden * T, c * T, kernel_size=1, bias=False),
+                                          nn.LeakyReLU())
         self.set_computation(computation)
 
     def set_computation(self, computation: str) -> Network:
@@ -87,7 +92,9 @@ class Network(nn.Module):
             raise SSTNetError(f"computation {computation!r}: expected one of {', '.join(COMPUTATIONS)}")
         self.computation = computation
         fast = computation == "fast"
-        self.neck.fast = self.SSTNet.fast = fast
+        self.neck.fast = fast
+        if self.motion_branch:
+            self.SSTNet.fast = fast
         for module in self.modules():
             if isinstance(module, SiLU):
                 module.fused = fast
@@ -174,6 +181,9 @@ class Network(nn.Module):
         self.check_input(x)
         feats = self.extract_features(x)
         if self.training:
+            if not self.motion_branch:
+                raise SSTNetError("this model was built without its motion branch (motion_branch=False): "
+                                  "it runs in eval mode only")
             loss = self.motion_loss(x, feats)
             return [self.detect(feats)], loss
         return [self.detect(feats)]

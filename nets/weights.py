@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -121,8 +122,19 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling, zip and format errors all mean "not a checkpoint we can read"
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SSTNetError(f"{path}: not a readable PyTorch weights file ({detail[:200]})") from exc
+        raise SSTNetError(f"{path}: {unreadable_reason(exc)}") from exc
+
+
+def unreadable_reason(exc: Exception) -> str:
+    """Why ``torch.load(..., weights_only=True)`` refused a file, in one sentence of ours: a pickle that needs more
+    than tensors and plain containers is refused outright (loading it could run code), never with PyTorch's
+    advice to turn the protection off."""
+    text = str(exc).strip()
+    if isinstance(exc, pickle.UnpicklingError) and "weights only load failed" in text.lower():
+        return ("refused: the file holds Python objects other than tensors and plain containers, and loading it "
+                "could run code; only plain weights files are loaded")
+    detail = text.splitlines()[0] if text else type(exc).__name__
+    return f"not a readable PyTorch weights file ({detail[:200]})"
 
 
 def _is_state_dict(obj: Any) -> bool:

@@ -19,6 +19,8 @@ from conftest import REPO, assert_clean_error, run_script, tiny_synthetic_datase
 
 from nets import Network
 from utils.data.images import to_uint8
+from utils.infer.engine import build_model
+from utils.model_spec import ModelSpec
 from utils.sidecar import sidecar_path
 
 MODEL = ["--phi", "nano", "--lstm-hidden", "8", "--input-size", "64"]
@@ -353,11 +355,15 @@ def test_numeric_options_are_range_checked_in_every_script(data, weights, tmp_pa
     assert_clean_error(run_script(script, *common, *argv), fragment)
 
 
-@pytest.mark.parametrize("script", ["vid_predict.py", "train_daub.py"])
+@pytest.mark.parametrize("script", ["vid_predict.py", "train_daub.py", "summary.py", "export_onnx.py"])
 def test_a_size_that_cannot_fit_in_memory_is_refused_before_allocating(data, weights, tmp_path, script):
-    argv = (["--weights", weights, "--source", data / "images/test/data2/3.bmp", "--out", tmp_path / "p.png",
-             *INFER, "--input-size", "16384"] if script == "vid_predict.py" else
-            ["--data-root", data, "--save-dir", tmp_path / "r", *TRAIN, "--input-size", "8192", "--batch-size", "8"])
+    argv = {"vid_predict.py": ["--weights", weights, "--source", data / "images/test/data2/3.bmp", "--out",
+                               tmp_path / "p.png", *INFER, "--input-size", "16384"],
+            "train_daub.py": ["--data-root", data, "--save-dir", tmp_path / "r", *TRAIN, "--input-size", "8192",
+                              "--batch-size", "8"],
+            "summary.py": ["--phi", "nano", "--input-size", "16384", "--device", "cpu"],
+            "export_onnx.py": ["--weights", weights, "--out", tmp_path / "onnx", "--input-size", "16384",
+                               "--device", "cpu"]}[script]
     started = time.time()
     result = run_script(script, *argv, timeout=120)
     assert_clean_error(result, "--input-size", "GiB (estimated)", "GiB available", "lower --input-size")
@@ -367,3 +373,34 @@ def test_a_size_that_cannot_fit_in_memory_is_refused_before_allocating(data, wei
 def test_the_weights_sidecar_fixture_is_what_training_writes(run):
     written = json.loads(open(sidecar_path(run / "last_epoch_weights.pth")).read())
     assert written["format"] == "sstnet-weights/1" and written["model"]["input_size"] == [64, 64]
+
+
+@pytest.mark.parametrize("flag, value, fragment", [("--lstm-hidden", "100000", "--lstm-hidden 100000: at most 512"),
+                                                   ("--num-frame", "5000", "--num-frame 5000: at most 64")])
+@pytest.mark.parametrize("script", ["train_daub.py", "summary.py"])
+def test_model_widths_are_bounded_before_anything_is_built(data, tmp_path, script, flag, value, fragment):
+    argv = (["--data-root", data, "--save-dir", tmp_path / "r", *TRAIN] if script == "train_daub.py" else
+            ["--phi", "nano", "--input-size", "64", "--device", "cpu"])
+    started = time.time()
+    assert_clean_error(run_script(script, *argv, flag, value, timeout=60), fragment)
+    assert time.time() - started < 60
+
+
+def test_inference_ignores_the_motion_branch_width_a_sidecar_claims(data, weights, tmp_path):
+    """Detector-only weights whose sidecar claims the widest motion branch allowed run as fast and small as any:
+    inference builds no motion branch."""
+    stripped = tmp_path / "detector.pth"
+    state = torch.load(weights, weights_only=True)
+    torch.save({key: value for key, value in state.items() if key.startswith(("backbone", "neck", "head"))}, stripped)
+    sidecar = json.loads(open(sidecar_path(weights)).read())
+    sidecar["model"]["lstm_hidden"] = 512
+    with open(sidecar_path(stripped), "w") as handle:
+        handle.write(json.dumps(sidecar))
+    result = run_script("vid_map_coco.py", "--weights", stripped, "--data-root", data, "--out-dir", tmp_path / "out",
+                        *INFER, timeout=120)
+    assert result.returncode == 0, result.stderr
+    model = build_model(ModelSpec(phi="nano", input_shape=(64, 64), lstm_hidden=512), 1, state, torch.device("cpu"))
+    assert not hasattr(model, "SSTNet") and not hasattr(model, "mapping2")
+    full = Network(1, 5, "nano", lstm_hidden=512)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for name, p in full.named_parameters()
+                                                              if name.startswith(("backbone", "neck", "head")))

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO, assert_clean_error, run_script, tiny_synthetic_dataset
@@ -75,30 +76,58 @@ def test_augmentation_makes_one_scene_generalise_to_another(tmp_path):
     assert final_map(tmp_path / "augmented") >= 15.0
 
 
+DRONE_IR = REPO.parent / "shared" / "data" / "drone_ir"
+
+
 def make_real(tmp_path, data, *variables):
     """`make real` shortened to a few steps, with this Python and its outputs under ``tmp_path``."""
     return subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", "real", f"PY={sys.executable}",
-                           f"DATA={data}", f"REAL_OUT={tmp_path / 'out'}", f"REAL_SYNTHETIC={tmp_path / 'synthetic'}",
-                           *variables], cwd=REPO, capture_output=True, text=True, timeout=900)
+                           f"DATA={data}", f"REAL_OUT={tmp_path / 'out'}", f"REAL_VIDEO_DATA={tmp_path / 'drone'}",
+                           f"REAL_WEIGHTS={tmp_path / 'ir.pth'}", *variables], cwd=REPO, capture_output=True,
+                          text=True, timeout=900)
 
 
-def test_make_real_trains_on_the_clips_and_the_synthetic_mix_and_scores_the_unseen_split(daub_real, tmp_path):
-    result = make_real(tmp_path, daub_real, "REAL_EPOCHS=2", "REAL_EPOCH_FRACTION=0.01")
+@pytest.fixture
+def two_drone_clips(tmp_path):
+    """A drone-IR folder with one training and one test clip of the real dataset, as the dataset lays them out."""
+    if not (DRONE_IR / "Video_IR" / "IR_DRONE_001_LABELS.mat").is_file():
+        pytest.skip(f"{DRONE_IR} not present")
+    videos = tmp_path / "drone_ir" / "Video_IR"
+    videos.mkdir(parents=True)
+    for clip in ("IR_DRONE_001", "IR_BIRD_002"):
+        for suffix in (".mp4", "_LABELS.mat"):
+            (videos / f"{clip}{suffix}").symlink_to(DRONE_IR / "Video_IR" / f"{clip}{suffix}")
+    splits = {"train": ["IR_DRONE_001"], "test": ["IR_BIRD_002"],
+              "distance_bin": {"IR_DRONE_001": "MEDIUM", "IR_BIRD_002": "DISTANT"}}
+    (videos.parent / "splits.json").write_text(json.dumps(splits))
+    return videos.parent
+
+
+def test_make_real_trains_on_daub_and_the_imported_videos_scores_both_test_splits_and_ships(daub_real,
+                                                                                          two_drone_clips, tmp_path):
+    result = make_real(tmp_path, daub_real, f"DRONE={two_drone_clips}", "REAL_EPOCHS=1", "REAL_EPOCH_FRACTION=0.005")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    drone = json.loads((tmp_path / "drone/annotations/instances_test2017.json").read_text())
+    assert [video["name"] for video in drone["videos"]] == ["IR_BIRD_002"]
     run = tmp_path / "out" / "train"
     sidecar = json.loads((run / "best_epoch_weights.pth.json").read_text())
-    assert sidecar["data_root"] == str(daub_real) and sidecar["mix_data"] == [str(tmp_path / "synthetic")]
-    assert sidecar["model"]["phi"] == "nano" and sidecar["model"]["input_size"] == [256, 256]
+    # Paths compare resolved: ../shared may be a link.
+    assert Path(sidecar["data_root"]).resolve() == daub_real.resolve()
+    assert [Path(path).resolve() for path in sidecar["mix_data"]] == [(tmp_path / "drone").resolve()]
+    assert sidecar["model"]["phi"] == "nano" and sidecar["model"]["input_size"] == [256, 320]
+    assert sidecar["model"]["frame_step"] == 4
     args = json.loads((run / "args.json").read_text())
-    assert args["val_root"] == str(tmp_path / "synthetic") and args["translate"] == 0.25
+    assert args["dataset_repeats"] == [10, 1] and args["select_by"] == "last" and args["eval_period"] == 0
     assert (args["ema_decay"], args["ema_tau"]) == (0.998, 100)
-    # The final model is the last epoch's EMA; the synthetic test split only draws the loss curve (its loss and its
-    # saturated mAP50 did not track the unseen scenes).
-    assert "best weights: the last epoch" in result.stdout and args["eval_period"] == 0
-    assert args["select_by"] == "last" and sidecar["epoch"] == 2
+    for scores in ("map", "map_frozen"):
+        per_dataset = json.loads((tmp_path / "out" / scores / "per_dataset.json").read_text())
+        assert len(per_dataset) == 2
+        assert set(json.loads((tmp_path / "out" / scores / "per_distance_bin.json").read_text())) >= {"DISTANT"}
     per_sequence = json.loads((tmp_path / "out" / "map" / "per_sequence.json").read_text())
-    assert set(per_sequence) == {"images/test/data5", "images/test/data6"}
-    assert f"unseen scenes ({daub_real} test split): mAP50" in result.stdout
+    assert {"images/test/data5", "images/test/data6", "images/test/IR_BIRD_002"} <= set(per_sequence)
+    shipped = tmp_path / "ir.pth"
+    assert shipped.is_file() and shipped.stat().st_size < 0.6 * (run / "best_epoch_weights.pth").stat().st_size
+    assert "with frozen motion: mAP50" in result.stdout
 
 
 def test_make_real_names_a_data_folder_without_annotations(tmp_path):

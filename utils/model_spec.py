@@ -23,6 +23,10 @@ DEFAULT_PHI = "s"
 DEFAULT_NUM_FRAME = 5
 DEFAULT_INPUT_SIZE = 512
 DEFAULT_LSTM_HIDDEN = 64
+# Bounds checked before anything is built: far beyond any model of the paper (T = 5, width 64), and small enough
+# that the largest model they allow still builds in well under a gigabyte.
+MAX_NUM_FRAME = 64
+MAX_LSTM_HIDDEN = 512
 DEFAULT_FRAME_STEP = 1  # consecutive frames, as released
 INPUT_MULTIPLE = 32  # the darknet's deepest stride
 
@@ -76,8 +80,12 @@ class ModelSpec:
             raise SSTNetError(f"--phi {self.phi!r}: expected one of {', '.join(PHI_CHOICES)}")
         if isinstance(self.num_frame, bool) or not isinstance(self.num_frame, int) or self.num_frame < 2:
             raise SSTNetError(f"--num-frame {self.num_frame}: SSTNet needs at least 2 frames per window")
+        if self.num_frame > MAX_NUM_FRAME:
+            raise SSTNetError(f"--num-frame {self.num_frame}: at most {MAX_NUM_FRAME} frames per window")
         if isinstance(self.lstm_hidden, bool) or not isinstance(self.lstm_hidden, int) or self.lstm_hidden < 1:
             raise SSTNetError(f"--lstm-hidden {self.lstm_hidden}: must be at least 1")
+        if self.lstm_hidden > MAX_LSTM_HIDDEN:
+            raise SSTNetError(f"--lstm-hidden {self.lstm_hidden}: at most {MAX_LSTM_HIDDEN}")
         object.__setattr__(self, "input_shape", parse_input_shape(self.input_shape))
         if self.computation not in COMPUTATION_CHOICES:
             raise SSTNetError(f"--computation {self.computation!r}: expected one of {', '.join(COMPUTATION_CHOICES)}")

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SSTNetError
+from ..errors import SSTNetError, one_line
 
 
 @dataclass
@@ -60,6 +60,10 @@ def load_json(path: Path, where: str | None = None, what: str = "COCO json") -> 
     """Parse a JSON file; a missing, unreadable or malformed one is a one-line error naming ``where`` (default: the
     path) and saying what was expected (``what``)."""
     where = where or str(path)
+    path = Path(path)
+    # A FIFO or a device would block or never end: only a regular file is read.
+    if path.exists() and not path.is_dir() and not path.is_file():
+        raise SSTNetError(f"{where}: not a regular file (a pipe or a device?), expected a {what} file")
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
@@ -71,6 +75,10 @@ def load_json(path: Path, where: str | None = None, what: str = "COCO json") -> 
         raise SSTNetError(f"{where}: not a text file, expected {what}") from None
     except json.JSONDecodeError as exc:
         raise SSTNetError(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except RecursionError:
+        raise SSTNetError(f"{where}: nested too deeply to be {what}") from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        raise SSTNetError(f"{where}: not valid {what} ({one_line(str(exc))})") from None
     except OSError as exc:
         raise SSTNetError(f"{where}: cannot read ({exc.strerror or exc})") from None
 

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from ..errors import SSTNetError
+from .images import IMAGE_SUFFIXES
 
 
 def frame_number(path: Path) -> int:
@@ -52,6 +53,13 @@ class SequenceFolders:
             self._frames[key] = frames
         return self._frames[key]
 
+    def other_suffix(self, folder: Path, number: int, suffix: str) -> Path | None:
+        """Frame ``number`` of ``folder`` under an image suffix other than ``suffix``, if there is one."""
+        for other in IMAGE_SUFFIXES:
+            if other != suffix.lower() and number in self.frame_paths(folder, other):
+                return self.frame_paths(folder, other)[number]
+        return None
+
     def window(self, key_frame: Path, num_frame: int, frame_step: int = 1) -> list[Path]:
         """The ``num_frame`` paths ending at ``key_frame``, ``frame_step`` frames apart, oldest first (key frame last).
 
@@ -68,6 +76,10 @@ class SequenceFolders:
                 # Named as the key frame spells its index (zero-padded or not).
                 padded = key_frame.stem.startswith("0") and len(key_frame.stem) > 1
                 missing = key_frame.with_name(f"{number:0{len(key_frame.stem) if padded else 1}d}{key_frame.suffix}")
-                raise SSTNetError(f"{missing}: frame not found, needed by the {num_frame}-frame window of {key_frame}")
+                other = self.other_suffix(key_frame.parent, number, key_frame.suffix)
+                hint = (f" (the folder has {other.name}: a sequence's frames must share the key frame's suffix)"
+                        if other is not None else "")
+                raise SSTNetError(f"{missing}: frame not found, needed by the {num_frame}-frame window of "
+                                  f"{key_frame}{hint}")
         # The key frame keeps the spelling it was given (the annotation's path); history frames their names on disk.
         return [present[number] for number in numbers[:-1]] + [key_frame]

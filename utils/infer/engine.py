@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from nets import Network
-from nets.weights import load_weights
+from nets.weights import is_detector_key, load_weights
 
 from ..boxes import decode_outputs, non_max_suppression
 from ..data.images import NonFiniteFrames
@@ -210,7 +210,10 @@ def detect_plan(model: torch.nn.Module | InferenceBackend, plan: Sequence[FrameR
 
 def build_model(spec: ModelSpec, num_classes: int, state: dict[str, torch.Tensor], device: torch.device,
                 source: str = "--weights") -> Network:
-    """An eval-mode ``Network`` of ``spec`` with ``state`` loaded strictly, on ``device``."""
-    model = Network(num_classes, spec.num_frame, spec.phi, lstm_hidden=spec.lstm_hidden, computation=spec.computation)
-    load_weights(model, state, mode="strict", name=source)
+    """An eval-mode ``Network`` of ``spec`` with the detector part of ``state`` loaded strictly, on ``device``; the
+    training-only motion branch is not built (whatever width the weights or their sidecar give it)."""
+    model = Network(num_classes, spec.num_frame, spec.phi, lstm_hidden=spec.lstm_hidden, computation=spec.computation,
+                    motion_branch=False)
+    load_weights(model, {key: value for key, value in state.items() if is_detector_key(key)}, mode="strict",
+                 name=source)
     return model.to(device).eval()

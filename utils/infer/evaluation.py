@@ -229,6 +229,8 @@ def _is_finite_number(value: Any) -> bool:
 def read_pr_curve(path: str | os.PathLike) -> np.ndarray:
     """A results file in the authors' format: 101 precision values separated by whitespace."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise SSTNetError(f"--compare {path}: not a regular file, expected 101 numbers separated by tabs")
     try:
         values = np.array([float(token) for token in path.read_text(encoding="utf-8").split()])
     except FileNotFoundError:
@@ -237,6 +239,12 @@ def read_pr_curve(path: str | os.PathLike) -> np.ndarray:
         raise SSTNetError(f"--compare {path}: expected 101 numbers separated by tabs") from None
     if values.shape != (101,):
         raise SSTNetError(f"--compare {path}: expected 101 precision values, found {values.size}")
+    # COCO writes -1 where a recall level has no precision; anything else must be a precision.
+    bad = ~(((values >= 0) & (values <= 1)) | (values == -1))
+    if bad.any():
+        index = int(np.argmax(bad))
+        raise SSTNetError(f"--compare {path}: value {index + 1} is {float(values[index])}, expected a precision in "
+                          "[0, 1] (or -1 where COCO has none)")
     return values
 
 

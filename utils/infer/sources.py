@@ -93,6 +93,10 @@ def folder_frames(folder: str | os.PathLike) -> list[Path]:
                      if path.suffix.lower() in IMAGE_SUFFIXES and path.stem.isdigit()), key=frame_number)
     if not frames:
         raise SSTNetError(f"{folder}: no frames named by integer index (0.bmp, 1.bmp, ...)")
+    suffixes = sorted({path.suffix.lower() for path in frames})
+    if len(suffixes) > 1:
+        raise SSTNetError(f"{folder}: frames with {', '.join(suffixes)} suffixes mixed; a sequence's frames share "
+                          "one suffix (convert them, or move the others out)")
     return frames
 
 

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..errors import SSTNetError, no_space_error
+from ..errors import SSTNetError, no_space_error, report
 from ..runtime.fileio import atomic_path
 
 GT_COLOUR = (0, 255, 0)
@@ -96,25 +96,46 @@ def capture_fps(capture: cv2.VideoCapture, default: float = 25.0) -> float:
 
 
 class VideoWriter:
-    """Writes RGB frames to an mp4 (``mp4v``), sized by the first frame."""
+    """Writes RGB frames to an mp4 (``mp4v``), sized by the first frame. A later frame of another size is scaled
+    into that size (aspect kept, padded with black) with one note, since OpenCV's writer drops it without a word."""
 
     def __init__(self, path: Path, fps: float, final_path: Path) -> None:
         self.path, self.fps, self.final_path = path, fps, final_path
         self.frames = 0
+        self.size: tuple[int, int] | None = None
+        self.resized = 0
         self._writer: cv2.VideoWriter | None = None
 
-    def write(self, rgb: np.ndarray) -> None:
+    def write(self, rgb: np.ndarray, name: str = "") -> None:
         if self._writer is None:
-            height, width = rgb.shape[:2]
+            height, width = self.size = rgb.shape[:2]
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
             if not self._writer.isOpened():
                 raise SSTNetError(f"{self.final_path}: OpenCV cannot write an mp4 video here")
+        elif rgb.shape[:2] != self.size:
+            self.resized += 1
+            if self.resized == 1:
+                report(f"note: {self.final_path}: frame {name or self.frames} is {rgb.shape[1]}x{rgb.shape[0]}, the "
+                       f"video {self.size[1]}x{self.size[0]} (its first frame's size): frames of another size are "
+                       "scaled into it")
+            rgb = fit_into(rgb, self.size)
         self._writer.write(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
         self.frames += 1
 
     def release(self) -> None:
         if self._writer is not None:
             self._writer.release()
+
+
+def fit_into(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``rgb`` scaled to fit ``size`` (height, width) with its aspect kept, centred on black."""
+    height, width = size
+    scale = min(height / rgb.shape[0], width / rgb.shape[1])
+    new_h, new_w = max(1, round(rgb.shape[0] * scale)), max(1, round(rgb.shape[1] * scale))
+    canvas = np.zeros((height, width, 3), np.uint8)
+    top, left = (height - new_h) // 2, (width - new_w) // 2
+    canvas[top:top + new_h, left:left + new_w] = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    return canvas
 
 
 @contextlib.contextmanager

@@ -11,10 +11,7 @@ import traceback
 from typing import Callable, Sequence
 
 from ..errors import SSTNetError, one_line, report
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that every ``finally`` (temporary files) runs."""
+from .signals import Terminated
 
 
 def _raise_terminated(signum: int, frame) -> None:

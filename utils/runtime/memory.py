@@ -83,7 +83,7 @@ def estimate_peak(spec: ModelSpec, batch: int, training: bool, num_classes: int 
     backbone sees ``frames_at_once`` frames per sample together (streaming: 1; the window engine: T)."""
     from nets import Network
 
-    model = Network(num_classes, spec.num_frame, spec.phi, lstm_hidden=spec.lstm_hidden)
+    model = Network(num_classes, spec.num_frame, spec.phi, lstm_hidden=spec.lstm_hidden, motion_branch=training)
     parameters = sum(p.numel() * p.element_size() for p in model.parameters())
     total, largest = _activation_bytes(model, spec, training)
     pixels = spec.input_shape[0] * spec.input_shape[1]

@@ -7,6 +7,11 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that every ``finally`` (temporary files) runs; the entry
+    wrapper exits 143 for it (130 for Ctrl-C)."""
+
+
 class StopRequest:
     """SIGINT and SIGTERM ask a loop to stop at the next ``unit`` boundary (a training step, a video frame); a second
     signal stops at once.
@@ -17,18 +22,23 @@ class StopRequest:
 
     def __init__(self, log: Callable[[str], None], unit: str = "step"):
         self.requested = False
+        self.terminated = False
         self.log = log
         self.unit = unit
 
+    def _stop(self) -> KeyboardInterrupt:
+        return Terminated() if self.terminated else KeyboardInterrupt()
+
     def _handle(self, signum: int, frame) -> None:
+        self.terminated = self.terminated or signum == signal.SIGTERM
         if self.requested:
-            raise KeyboardInterrupt
+            raise self._stop()
         self.requested = True
         self.log(f"{signal.Signals(signum).name}: stopping after this {self.unit} (send it again to stop at once)")
 
     def check(self) -> None:
         if self.requested:
-            raise KeyboardInterrupt
+            raise self._stop()
 
     @contextmanager
     def installed(self) -> Iterator[StopRequest]:

@@ -68,6 +68,16 @@ class DataConfig:
         check_number("--num-classes", self.num_classes, 1)
         check_number("--epoch-fraction", self.epoch_fraction, 0, 1, low_open=True)
         check_number("--val-fraction", self.val_fraction, 0, 1, low_open=True)
+        roots = [("--mix-data", root) for root in self.mix_data]
+        if self.data_root:
+            roots.insert(0, ("--data-root", self.data_root))
+        seen: dict[str, str] = {}
+        for flag, root in roots:
+            real = os.path.realpath(root)
+            if real in seen:
+                raise SSTNetError(f"{flag} {root}: the same folder as {seen[real]}; each training set is listed once "
+                                  "(weigh one more with --dataset-repeats)")
+            seen[real] = f"{flag} {root}"
         if self.dataset_repeats is not None:
             expected = 1 + len(self.mix_data)
             if len(self.dataset_repeats) != expected:
