@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--video-fps", type=float, default=None,
                         help="frame rate of the written video (default: the rate the video, camera or stream declares, "
                              "else 25)")
+    parser.add_argument("--stream-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="a stream URL's limit to open and to deliver each frame; a stream silent that long ends "
+                             "the run with a note (default: 10)")
     parser.add_argument("--crop", action="store_true", help="also save every detection as a PNG crop")
     parser.add_argument("--count", action="store_true", help="print the number of detections per class")
     parser.add_argument("--gt", type=Path, default=None,
@@ -123,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     check_number("--fps-frames", args.fps_frames, 1)
     check_number("--video-fps", args.video_fps, 0, 1000, low_open=True)
+    check_number("--stream-timeout", args.stream_timeout, 0, 3600, low_open=True)
     source = check_source(args)
     if args.show:
         if args.mode != "video":
@@ -137,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                   ("--onnx", args.onnx), *weights_inputs("--weights", args.weights)]
         check_output(out, "--out", folder=args.mode == "dir", inputs=inputs)
     # A camera or stream is opened before the model loads, so one that cannot be opened is said at once.
-    capture = open_capture(source, f"--source {args.source}") if not isinstance(source, Path) else None
+    capture = (open_capture(source, f"--source {args.source}", args.stream_timeout) if not isinstance(source, Path)
+               else None)
     try:
         class_names: list[str] | None = None
         truth = {}
@@ -177,7 +182,8 @@ def annotate(args: argparse.Namespace, detector: Detector, source: Path | int | 
         fps = capture_fps(capture)
         name = f"camera{source}" if isinstance(source, int) else str(source)
         batches = capture_batches(capture, name, settings.input_shape, 1, num_frame, settings.letterbox,
-                                  label=f"--source {args.source}", frame_step=settings.frame_step)
+                                  label=f"--source {args.source}", frame_step=settings.frame_step,
+                                  stall_after=args.stream_timeout if isinstance(source, str) else None)
         results = detect_batches(backend, batches, settings, None, not args.quiet, desc=args.mode)
         print(f"reading {name}; Ctrl-C or SIGTERM stops and keeps the video", flush=True)
     elif is_video_file(source):
@@ -231,6 +237,8 @@ def annotate(args: argparse.Namespace, detector: Detector, source: Path | int | 
                 break
     summary = ", ".join(f"{n} {k}" for k, n in sorted(totals.items())) or "no detections"
     print(f"{f'stopped after {written} frames; ' if stopped else ''}{summary}; wrote {out}")
+    if stop.requested:
+        stop.check()  # the video is complete; the exit code still says a signal ended the run (130 / 143)
     return 0
 
 

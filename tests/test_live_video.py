@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -43,8 +44,24 @@ def write_video(path: Path, frames: int, height: int, width: int) -> Path:
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the folder; ``/stall.avi`` sends long.avi up to its 100th frame (cut at a frame's chunk, so that what
+    arrives decodes), then holds the connection silent."""
+
     def log_message(self, *args) -> None:
         pass
+
+    def do_GET(self) -> None:
+        if self.path != "/stall.avi":
+            return super().do_GET()
+        data = (Path(self.directory) / "long.avi").read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "video/x-msvideo")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        cut = [match.start() for match in re.finditer(b"00dc", data)][100]
+        self.wfile.write(data[:cut])
+        self.wfile.flush()
+        time.sleep(60)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +129,9 @@ def test_sigterm_stops_a_live_source_and_keeps_the_video(server, weights, tmp_pa
         counted += bool(re.match(r"long\.avi_\d+: ", line))
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr
+    # The video is complete, and the exit code says a signal ended the run, as for every script.
+    assert process.returncode == 143, stderr
+    assert stderr.rstrip().endswith("terminated")
     assert "SIGTERM: stopping after this frame" in stdout and "Traceback" not in stderr
     written = int(re.search(r"stopped after (\d+) frames", stdout).group(1))
     assert frames_of(out) == (written, (64, 64)) and 3 <= written < LONG
@@ -157,3 +176,14 @@ def test_live_source_names_and_default_outputs():
     assert live_source("clip.mp4") is None and live_source("data/0.bmp") is None
     assert default_out("video", 0) == Path("img_out/camera0.mp4")
     assert default_out("video", "rtsp://camera.local/stream1") == Path("img_out/stream.mp4")
+
+
+def test_a_stalled_stream_ends_after_its_timeout_with_a_note(server, weights, tmp_path):
+    out = tmp_path / "stalled.mp4"
+    started = time.monotonic()
+    result = run_script("vid_predict.py", "--mode", "video", "--weights", weights, "--source", f"{server}/stall.avi",
+                        "--out", out, "--stream-timeout", "2", *MODEL, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "the stream stalled; ending here" in result.stderr
+    assert time.monotonic() - started < 45  # the server holds the connection for 60 s
+    assert 90 <= frames_of(out)[0] <= 100

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -19,7 +20,7 @@ from ..data.dataset import worker_ignores_interrupts
 from ..data.images import IMAGE_SUFFIXES, decode_frame
 from ..data.preprocess import preprocess_frame
 from ..data.sequence import SequenceFolders, frame_number, window_numbers
-from ..errors import SSTNetError
+from ..errors import SSTNetError, report
 
 
 @dataclass(frozen=True)
@@ -147,13 +148,26 @@ def video_frame_count(path: str | os.PathLike) -> int:
     return count
 
 
-def open_capture(source: str | int | os.PathLike, label: str | None = None) -> cv2.VideoCapture:
+STREAM_TIMEOUT_S = 10.0
+
+
+def open_capture(source: str | int | os.PathLike, label: str | None = None,
+                 timeout: float = STREAM_TIMEOUT_S) -> cv2.VideoCapture:
     """An opened OpenCV capture of a video file, a camera (an int: its index) or a stream URL (rtsp://, http://...).
 
-    When OpenCV cannot open it the error names ``label`` (default: the source).
+    A stream gets ``timeout`` seconds to open and to deliver each frame (OpenCV's FFmpeg backend otherwise waits
+    about 30 s, and a stalled stream holds a stop request that long). When OpenCV cannot open it the error names
+    ``label`` (default: the source).
     """
     label = label or str(source)
-    capture = cv2.VideoCapture(source if isinstance(source, int) else str(source))
+    if isinstance(source, int):
+        capture = cv2.VideoCapture(source)
+    elif is_stream_url(str(source)):
+        milliseconds = int(timeout * 1000)
+        capture = cv2.VideoCapture(str(source), cv2.CAP_ANY, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, milliseconds,
+                                                             cv2.CAP_PROP_READ_TIMEOUT_MSEC, milliseconds])
+    else:
+        capture = cv2.VideoCapture(str(source))
     if not capture.isOpened():
         capture.release()
         if isinstance(source, int):
@@ -178,15 +192,21 @@ def live_source(text: str) -> int | str | None:
 
 def capture_batches(capture: cv2.VideoCapture, name: str, input_shape: tuple[int, int], batch_size: int,
                     num_frame: int, letterbox: bool = True, label: str | None = None,
-                    frame_step: int = 1) -> Iterator[FrameBatch]:
+                    frame_step: int = 1, stall_after: float | None = None) -> Iterator[FrameBatch]:
     """Batches of the frames ``capture`` delivers, read as they arrive (nothing is counted beforehand), every frame a
     key frame of sequence ``name`` (windows clamped at the first frame). Ends with the stream; releases the capture.
-    A capture that ends before its first frame is an error naming ``label`` (default: ``name``)."""
+    A capture that ends before its first frame is an error naming ``label`` (default: ``name``). ``stall_after``
+    (a live stream's read timeout): a read that failed after waiting that long is a stall, said in a note, not
+    passed off as the stream's end."""
     try:
         pending: list[tuple[np.ndarray, FrameRef, np.ndarray]] = []
         number = 0
         while True:
+            asked = time.monotonic()
             ok, frame = capture.read()
+            if not ok and stall_after is not None and number and time.monotonic() - asked >= 0.9 * stall_after:
+                report(f"note: {label or name}: no frame for {stall_after:g} s after frame {number - 1}: the stream "
+                       "stalled; ending here")
             if ok:
                 image = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
                 data, _ = preprocess_frame(image, input_shape, letterbox, f"{name} frame {number}")
