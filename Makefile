@@ -8,7 +8,7 @@ DEMO_DATA := datasets/synthetic_daub
 WARMUP_DATA := datasets/synthetic_daub_warmup
 DEMO_OUT := demo_out
 DEMO_CONF := 0.3
-# The demo recipe (README, "The demo"): a small model (SMALL_TRAIN, shared with `make real`) fine-tuned on the CPU on
+# The demo recipe (README, "Recipes"; docs/training.md): a small model (SMALL_TRAIN, shared with `make real`) fine-tuned on the CPU on
 # the bundled dataset from shipped starting weights, DEMO_START. From scratch this model first has to get past the
 # all-background plateau, and where that first stage ended decided the demo's mAP50: 9 points between seeds, and a
 # CPU with other rounding lands elsewhere (docs/notes/recipes.md). So the first stage ran once, `make demo-start`: 12
@@ -30,7 +30,7 @@ DEMO_AMP := $(shell grep -qw -e avx512_bf16 -e amx_bf16 /proc/cpuinfo 2>/dev/nul
 DEMO_SEQUENCE := data130
 DEMO_TRAIN := $(SMALL_TRAIN) $(DEMO_AMP) --seed $(DEMO_SEED)
 
-.PHONY: demo demo-start readme-figures real test bench data clean-demo
+.PHONY: demo demo-start readme-figures real real-figures test bench data clean-demo
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -84,7 +84,7 @@ readme-figures: $(STAMP)
 		--conf $(DEMO_CONF) --out readme/demo_frame.png --quiet
 	cp $(DEMO_OUT)/map/pr_curve.png readme/demo_pr_curve.png
 
-# The shipped real-data model (README, "Real infrared video"): one small model trained on every real labelled clip the
+# The shipped real-data model (README, "Recipes"; docs/training.md): one small model trained on every real labelled clip the
 # project has, the DAUB training clips (DATA) and the drone-IR training split (DRONE's videos, imported once into
 # REAL_VIDEO_DATA), then scored per clip, per dataset, per distance bin and per class on both test splits, as trained
 # and with frozen motion (the same frame repeated T times: how much of the figure the motion cue carries). The recipe
@@ -135,6 +135,11 @@ real: $(STAMP) $(REAL_VIDEO_DATA)/annotations/instances_test2017.json
 	echo "with frozen motion: $$(tail -n 1 $(REAL_OUT)/map_frozen/summary.txt)"; \
 	echo "per clip, dataset, distance bin and class: $(REAL_OUT)/map/per_*.json"; \
 	echo "real wall time: $$(( $$(date +%s) - start )) s (training $$((train - start)) s); outputs in $(REAL_OUT)/"
+
+# README's real-video picture from the shipped weights: key frame 150 of the drone test clip IR_DRONE_152 (distant).
+real-figures: $(STAMP)
+	$(PY) vid_predict.py --weights $(REAL_WEIGHTS) --source $(REAL_VIDEO_DATA)/images/test/IR_DRONE_152/150.png \
+		--gt $(REAL_VIDEO_DATA)/annotations/instances_test2017.json --conf 0.3 --out readme/real_drone_frame.png --quiet
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

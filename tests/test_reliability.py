@@ -79,6 +79,18 @@ def test_flags_that_cannot_change_on_resume_are_refused(run, argv, fragment):
     assert_clean_error(run_script("train_daub.py", "--resume", run / "last_checkpoint.pth", *argv), fragment)
 
 
+def test_a_refused_resume_leaves_the_run_untouched(data, tmp_path):
+    """A step-decay run needs at least 10 epochs: --resume --epochs 9 is refused before args.json is rewritten."""
+    folder = tmp_path / "step"
+    result = run_script("train_daub.py", "--data-root", data, "--save-dir", folder, *TRAIN, "--lr-decay", "step",
+                        "--epochs", "10", "--epoch-fraction", "0.25")
+    assert result.returncode == 0, result.stderr
+    before = {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()}
+    result = run_script("train_daub.py", "--resume", folder / "last_checkpoint.pth", "--epochs", "9")
+    assert_clean_error(result, "--resume", "--lr-decay step: needs --epochs of at least 10", "got 9")
+    assert {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file()} == before
+
+
 def test_resume_honours_the_flags_it_may_change_and_refuses_abbreviations(run, tmp_path):
     copy = shutil.copytree(run, tmp_path / "R3")
     result = run_script("train_daub.py", "--resume", copy / "last_checkpoint.pth", "--eval-per", "0")

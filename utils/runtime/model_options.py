@@ -43,8 +43,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, several_sizes: bool = F
     model.add_argument("--phi", default=None, choices=PHI_CHOICES, help=f"YOLOX size (default: {DEFAULT_PHI})")
     model.add_argument("--num-frame", type=int, default=None, metavar="T",
                        help=f"frames per window, key frame last (default: {DEFAULT_NUM_FRAME})")
+    size_help = (f"input sides to measure, each a multiple of {INPUT_MULTIPLE} or HxW (default: 256 and 512; "
+                 "--quick: 256)" if several_sizes else
+                 f"input side, a multiple of {INPUT_MULTIPLE}, or HxW (default: {DEFAULT_INPUT_SIZE})")
     model.add_argument("--input-size", default=None, nargs="+" if several_sizes else None, metavar="S",
-                       help=f"input side, a multiple of {INPUT_MULTIPLE}, or HxW (default: {DEFAULT_INPUT_SIZE})")
+                       help=size_help)
     model.add_argument("--frame-step", type=int, default=None, metavar="S",
                        help=f"frames between the frames of a window: key frame k sees k-(T-1)S, ..., k-S, k, so a "
                             f"slow target moves S times farther across the window (default: {DEFAULT_FRAME_STEP}, "
@@ -61,8 +64,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, several_sizes: bool = F
     run.add_argument("--amp", default="none", choices=AMP_CHOICES,
                      help="mixed precision: bf16 (CPU or CUDA) or fp16 (CUDA) (default: none)")
     run.add_argument("--threads", type=int, default=None, metavar="N",
-                     help="intra-op CPU threads (default: $OMP_NUM_THREADS when set, else the CPUs this process may "
-                          "use minus one per DataLoader worker, at least 1)")
+                     help="intra-op CPU threads (default: $OMP_NUM_THREADS when set, else the CPUs idle when the run "
+                          "starts, less one per DataLoader worker, at least 1)")
 
 
 def resolve_spec(args: argparse.Namespace, trained: TrainedModel | None = None,
