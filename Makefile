@@ -115,15 +115,14 @@ REAL_TRAIN := --input-size 256x320 --phi nano --lstm-hidden 16 --optimizer adam 
 REAL_SCORE := --data-root $(DATA) $(REAL_VIDEO_DATA) --all-frames --per-sequence --group-by dataset distance_bin class \
 	--quiet
 
-# The drone videos in the DAUB layout: key frames every 5 frames with the windows --frame-step 4 reads (about 3 GB,
-# a few minutes). Made once; delete the folder to import again.
-$(REAL_VIDEO_DATA)/annotations/instances_test2017.json:
-	$(PY) utils_coco/videos_to_daub.py --videos $(DRONE)/Video_IR --out $(REAL_VIDEO_DATA) \
-		--splits $(DRONE)/splits.json --keyframe-step 5 --frame-step $(REAL_FRAME_STEP) --quiet
-
-real: $(STAMP) $(REAL_VIDEO_DATA)/annotations/instances_test2017.json
+# The drone videos are imported into the DAUB layout once (key frames every 5 frames with the windows --frame-step 4
+# reads; about 3 GB, a few minutes); delete REAL_VIDEO_DATA to import them again.
+real: $(STAMP)
 	@start=$$(date +%s); set -e; \
 	test -f $(DATA)/annotations/instances_train2017.json || { echo "make real: DATA=$(DATA): no annotations/instances_train2017.json (a DAUB-layout folder is expected)"; exit 2; }; \
+	test -f $(REAL_VIDEO_DATA)/annotations/instances_test2017.json || { test -d $(DRONE)/Video_IR || { echo "make real: DRONE=$(DRONE): no Video_IR folder (the drone-detection dataset's thermal videos are expected)"; exit 2; }; \
+		$(PY) utils_coco/videos_to_daub.py --videos $(DRONE)/Video_IR --out $(REAL_VIDEO_DATA) \
+			--splits $(DRONE)/splits.json --keyframe-step 5 --frame-step $(REAL_FRAME_STEP) --quiet; }; \
 	rm -rf $(REAL_OUT); \
 	$(PY) train_daub.py --data-root $(DATA) $(REAL_TRAIN) --save-dir $(REAL_OUT)/train; \
 	train=$$(date +%s); \
@@ -134,7 +133,7 @@ real: $(STAMP) $(REAL_VIDEO_DATA)/annotations/instances_test2017.json
 	echo; echo "test splits (DAUB clips and drone-IR, every key frame): $$(tail -n 1 $(REAL_OUT)/map/summary.txt)"; \
 	echo "with frozen motion: $$(tail -n 1 $(REAL_OUT)/map_frozen/summary.txt)"; \
 	echo "per clip, dataset, distance bin and class: $(REAL_OUT)/map/per_*.json"; \
-	echo "real wall time: $$(( $$(date +%s) - start )) s (training $$((train - start)) s); outputs in $(REAL_OUT)/"
+	echo "real wall time: $$(( $$(date +%s) - start )) s (import and training $$((train - start)) s); outputs in $(REAL_OUT)/"
 
 # README's real-video picture from the shipped weights: key frame 150 of the drone test clip IR_DRONE_152 (distant).
 real-figures: $(STAMP)

@@ -125,14 +125,25 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         raise SSTNetError(f"{path}: {unreadable_reason(exc)}") from exc
 
 
+CODE_REFUSAL = ("refused: the file holds Python objects other than tensors and plain containers, and loading it "
+                "could run code; only plain weights files are loaded")
+
+
+def would_run_code(exc: Exception) -> bool:
+    """Whether the weights-only loader refused a pickle because it names Python objects (classes, functions) to
+    build: a whole pickled model, or a booby-trapped file."""
+    return isinstance(exc, pickle.UnpicklingError) and "GLOBAL" in str(exc)
+
+
 def unreadable_reason(exc: Exception) -> str:
     """Why ``torch.load(..., weights_only=True)`` refused a file, in one sentence of ours: a pickle that needs more
     than tensors and plain containers is refused outright (loading it could run code), never with PyTorch's
     advice to turn the protection off."""
     text = str(exc).strip()
-    if isinstance(exc, pickle.UnpicklingError) and "weights only load failed" in text.lower():
-        return ("refused: the file holds Python objects other than tensors and plain containers, and loading it "
-                "could run code; only plain weights files are loaded")
+    if would_run_code(exc):
+        return CODE_REFUSAL
+    if "WeightsUnpickler error:" in text:  # not a pickle at all: keep PyTorch's reason, not its advice
+        text = text.split("WeightsUnpickler error:", 1)[1].strip()
     detail = text.splitlines()[0] if text else type(exc).__name__
     return f"not a readable PyTorch weights file ({detail[:200]})"
 

@@ -143,7 +143,7 @@ def test_training_records_repeat_each_dataset_and_take_empty_frames_when_asked(d
 
 
 def test_dataset_repeats_must_match_the_datasets():
-    result = run_script("train_daub.py", "--data-root", REPO, "--mix-data", REPO, "--dataset-repeats", "2")
+    result = run_script("train_daub.py", "--data-root", REPO, "--mix-data", REPO / "json", "--dataset-repeats", "2")
     assert_clean_error(result, "--dataset-repeats: give 2 count(s)")
     result = run_script("train_daub.py", "--data-root", REPO, "--dataset-repeats", "0")
     assert_clean_error(result, "--dataset-repeats 0")

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from nets.weights import embed_record, unreadable_reason
+from nets.weights import CODE_REFUSAL, embed_record, would_run_code
 
 from ..errors import SSTNetError
 from ..runtime.fileio import atomic_path, write_json
@@ -60,9 +60,9 @@ def load_resume(path: str | os.PathLike) -> dict:
         raise SSTNetError(f"--resume {path}: file not found{hint}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise SSTNetError(f"--resume {path}: {unreadable_reason(exc)}{hint}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        if would_run_code(exc):
+            raise SSTNetError(f"--resume {path}: {CODE_REFUSAL}") from None
         raise SSTNetError(f"--resume {path}: not a readable checkpoint ({type(exc).__name__}){hint}") from None
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
         raise SSTNetError(f"--resume {path}: not a resume checkpoint of this project (use --pretrained for weights)"
