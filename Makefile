@@ -148,4 +148,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 clean-demo:
-	rm -rf $(DEMO_DATA) $(WARMUP_DATA) $(DEMO_OUT) $(DEMO_START_OUT) $(REAL_OUT)
+	rm -rf $(DEMO_DATA) $(WARMUP_DATA) $(DEMO_OUT) $(DEMO_START_OUT) $(REAL_OUT) $(REAL_VIDEO_DATA)
