@@ -39,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.num_classes is not None and args.num_classes < 1:
         raise SSTNetError(f"--num-classes {args.num_classes}: must be at least 1")
     from nets import Network
-    from nets.weights import MODEL_PARTS, read_trained_weights
-    from utils.infer.engine import build_model
+    from nets.weights import MODEL_PARTS, load_weights, read_trained_weights
     from utils.runtime.complexity import (OTHER, parameters_by_part, stream_frame_flops, training_forward_flops,
                                           window_flops)
     from utils.runtime.device import apply_threads, select_device
@@ -57,10 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     num_classes = trained.num_classes if trained is not None else args.num_classes or 1
     # The counts need the whole model, motion branch included: one window's forward, bounded before it is built.
     check_memory(spec, 1, False, device, num_classes, frames_at_once=spec.num_frame)
-    if trained is not None:
-        build_model(spec, num_classes, state, device, str(args.weights))  # the weights must fit this model
     model = Network(num_classes, spec.num_frame, spec.phi, lstm_hidden=spec.lstm_hidden,
-                    computation=spec.computation).to(device).eval()
+                    computation=spec.computation)
+    if trained is not None:
+        load_weights(model, state, mode="strict", name=str(args.weights))  # the weights must fit this model
+    model = model.to(device).eval()
 
     parameters = parameters_by_part(model)
     inference = window_flops(model, spec.input_shape, spec.num_frame)

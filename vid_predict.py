@@ -237,8 +237,7 @@ def annotate(args: argparse.Namespace, detector: Detector, source: Path | int | 
                 break
     summary = ", ".join(f"{n} {k}" for k, n in sorted(totals.items())) or "no detections"
     print(f"{f'stopped after {written} frames; ' if stopped else ''}{summary}; wrote {out}")
-    if stop.requested:
-        stop.check()  # the video is complete; the exit code still says a signal ended the run (130 / 143)
+    stop.check()  # after a signal: the video is complete, and the exit code still says so (130 / 143)
     return 0
 
 

@@ -207,6 +207,19 @@ def _parse_box(token: str, where: str) -> list[float]:
     return [x1, y1, x2, y2, cls]
 
 
+def read_text_lines(path: Path, kind: str, expected: str) -> list[str]:
+    """The lines of a text file; missing, binary or unreadable is a one-line error naming the file, its ``kind``
+    and what was ``expected``."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise SSTNetError(f"{path}: {kind} not found") from None
+    except UnicodeDecodeError:
+        raise SSTNetError(f"{path}: not a text file, expected {expected}") from None
+    except OSError as exc:
+        raise SSTNetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
 def read_index(txt_path: str | os.PathLike, root: str | os.PathLike | None = None) -> list[FrameRecord]:
     """Read an index file ``PATH x1,y1,x2,y2,cls [...]`` (one key frame per line; relative paths under ``root``).
 
@@ -215,14 +228,7 @@ def read_index(txt_path: str | os.PathLike, root: str | os.PathLike | None = Non
     """
     txt_path = Path(txt_path)
     root = Path(root) if root is not None else None
-    try:
-        lines = txt_path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise SSTNetError(f"{txt_path}: index file not found") from None
-    except UnicodeDecodeError:
-        raise SSTNetError(f"{txt_path}: not a text file, expected an index txt") from None
-    except OSError as exc:
-        raise SSTNetError(f"{txt_path}: cannot read ({exc.strerror or exc})") from None
+    lines = read_text_lines(txt_path, "index file", "an index txt")
     records = []
     for number, line in enumerate(lines, start=1):
         tokens = line.split()

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SSTNetError
+from .annotations import read_text_lines
 
 LABEL_SUFFIXES = (".mat", ".txt")
 # MATLAB's spatial coordinates put the image's top-left corner at (0.5, 0.5).
@@ -119,14 +120,7 @@ def _text_box(token: str, where: str) -> Box:
 def read_label_text(path: str | os.PathLike) -> VideoLabels:
     """The text format (module docstring): ``FRAME [x,y,w,h[,class] ...]`` per line, frames 0-based."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise SSTNetError(f"{path}: label file not found") from None
-    except UnicodeDecodeError:
-        raise SSTNetError(f"{path}: not a text file, expected one line per frame: FRAME x,y,w,h ...") from None
-    except OSError as exc:
-        raise SSTNetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    lines = read_text_lines(path, "label file", "one line per frame: FRAME x,y,w,h ...")
     labels = VideoLabels(path)
     for number, line in enumerate(lines, start=1):
         tokens = line.split("#", 1)[0].split()
