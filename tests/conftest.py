@@ -24,6 +24,15 @@ def daub_real() -> Path:
     return DAUB_REAL
 
 
+def moving_sequence(folder: Path, count: int, rng) -> None:
+    """``count`` noisy 48x80 BMP frames with a bright 4x4 target moving 1 px down and 3 px right per frame."""
+    folder.mkdir(parents=True)
+    for k in range(count):
+        image = rng.integers(0, 60, (48, 80), dtype=np.uint8)
+        image[10 + k:14 + k, 5 + 3 * k:9 + 3 * k] = 250
+        cv2.imwrite(str(folder / f"{k}.bmp"), image)
+
+
 def write_frames(folder: Path, numbers, size=(32, 48), suffix=".bmp", value_of=lambda n: 10 * n) -> list[Path]:
     """Write constant grey frames named by ``numbers`` whose intensity tells which frame it is."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import calibrated_tiny_model, run_script, write_coco, write_frames
+from conftest import calibrated_tiny_model, moving_sequence, run_script, write_coco, write_frames
 from parity_recipe import relative_error
 
 from utils.data.annotations import FrameRecord
@@ -41,14 +41,6 @@ def test_dataset_windows_and_the_walk_plan_use_the_step(tmp_path):
     assert {ref.number: ref.window for ref in plan if ref.is_key} == {5: (0, 1, 5), 12: (4, 8, 12)}
     assert needed_frames([5, 12], 3, 4) == [0, 1, 4, 5, 8, 12]
 
-
-def moving_sequence(folder, count, rng):
-    import cv2
-    folder.mkdir(parents=True)
-    for k in range(count):
-        image = rng.integers(0, 60, (48, 80), dtype=np.uint8)
-        image[10 + k:14 + k, 5 + 3 * k:9 + 3 * k] = 250
-        cv2.imwrite(str(folder / f"{k}.bmp"), image)
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])

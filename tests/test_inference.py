@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import calibrated_tiny_model, write_frames
+from conftest import calibrated_tiny_model, moving_sequence, write_frames
 from parity_recipe import relative_error
 
 from utils.data.annotations import FrameRecord
@@ -31,14 +31,6 @@ def tiny_model():
     # Float64, so float rounding (which depends on how frames are batched) stays far below the 1e-5 criterion.
     return calibrated_tiny_model(2, 3, (64, 96)).double().eval()
 
-
-def moving_sequence(folder, count, rng):
-    folder.mkdir(parents=True)
-    import cv2
-    for k in range(count):
-        image = rng.integers(0, 60, (48, 80), dtype=np.uint8)
-        image[10 + k:14 + k, 5 + 3 * k:9 + 3 * k] = 250
-        cv2.imwrite(str(folder / f"{k}.bmp"), image)
 
 
 @pytest.mark.parametrize("computation", ["fast", "released"])
