@@ -30,7 +30,7 @@ DEMO_AMP := $(shell grep -qw -e avx512_bf16 -e amx_bf16 /proc/cpuinfo 2>/dev/nul
 DEMO_SEQUENCE := data130
 DEMO_TRAIN := $(SMALL_TRAIN) $(DEMO_AMP) --seed $(DEMO_SEED)
 
-.PHONY: demo demo-start readme-figures real real-figures test bench data clean-demo
+.PHONY: demo demo-start readme-figures real real-finetune real-figures test bench data clean-demo
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -107,22 +107,25 @@ REAL_AUGMENT := --flip-lr 0.5 --flip-ud 0.5 --translate 0.25 --scale 0.8 1.25 --
 # A weight EMA over about 500 steps (the release's ramp would leave it nearly unaveraged in 3,000 steps) evens out
 # the swings of the unseen-scene figure between epochs.
 REAL_EMA := --ema-decay 0.998 --ema-tau 100
-REAL_TRAIN := --input-size 256x320 --phi nano --lstm-hidden 16 --optimizer adam --lr 1e-3 --no-scale-lr \
-	--min-lr-ratio 0.1 --prior-prob 0.01 --batch-size 4 --exist-ok $(DEMO_AMP) --pretrained $(DEMO_START) \
-	--frame-step $(REAL_FRAME_STEP) --mix-data $(REAL_VIDEO_DATA) --dataset-repeats 10 1 \
-	--val-root $(REAL_VIDEO_DATA) --val-fraction 0.02 $(REAL_AUGMENT) $(REAL_EMA) --epochs $(REAL_EPOCHS) \
-	--epoch-fraction $(REAL_EPOCH_FRACTION) --eval-period 0 --select-by last --seed $(REAL_SEED)
+REAL_RECIPE := --input-size 256x320 --phi nano --lstm-hidden 16 --optimizer adam --lr 1e-3 --no-scale-lr \
+	--min-lr-ratio 0.1 --prior-prob 0.01 --batch-size 4 --exist-ok $(DEMO_AMP) --frame-step $(REAL_FRAME_STEP) \
+	$(REAL_AUGMENT) $(REAL_EMA) --eval-period 0 --select-by last
+REAL_TRAIN := $(REAL_RECIPE) --pretrained $(DEMO_START) --mix-data $(REAL_VIDEO_DATA) --dataset-repeats 10 1 \
+	--val-root $(REAL_VIDEO_DATA) --val-fraction 0.02 --epochs $(REAL_EPOCHS) --epoch-fraction $(REAL_EPOCH_FRACTION) \
+	--seed $(REAL_SEED)
 REAL_SCORE := --data-root $(DATA) $(REAL_VIDEO_DATA) --all-frames --per-sequence --group-by dataset distance_bin class \
 	--quiet
 
 # The drone videos are imported into the DAUB layout once (key frames every 5 frames with the windows --frame-step 4
 # reads; about 3 GB, a few minutes); delete REAL_VIDEO_DATA to import them again.
+CHECK_REAL_DATA := test -f $(DATA)/annotations/instances_train2017.json || { echo "make: DATA=$(DATA): no annotations/instances_train2017.json (a DAUB-layout folder is expected)"; exit 2; }; \
+	test -f $(REAL_VIDEO_DATA)/annotations/instances_test2017.json || { test -d $(DRONE)/Video_IR || { echo "make: DRONE=$(DRONE): no Video_IR folder (the drone-detection dataset's thermal videos are expected)"; exit 2; }; \
+		$(PY) utils_coco/videos_to_daub.py --videos $(DRONE)/Video_IR --out $(REAL_VIDEO_DATA) \
+			--splits $(DRONE)/splits.json --keyframe-step 5 --frame-step $(REAL_FRAME_STEP) --quiet; }
+
 real: $(STAMP)
 	@start=$$(date +%s); set -e; \
-	test -f $(DATA)/annotations/instances_train2017.json || { echo "make real: DATA=$(DATA): no annotations/instances_train2017.json (a DAUB-layout folder is expected)"; exit 2; }; \
-	test -f $(REAL_VIDEO_DATA)/annotations/instances_test2017.json || { test -d $(DRONE)/Video_IR || { echo "make real: DRONE=$(DRONE): no Video_IR folder (the drone-detection dataset's thermal videos are expected)"; exit 2; }; \
-		$(PY) utils_coco/videos_to_daub.py --videos $(DRONE)/Video_IR --out $(REAL_VIDEO_DATA) \
-			--splits $(DRONE)/splits.json --keyframe-step 5 --frame-step $(REAL_FRAME_STEP) --quiet; }; \
+	$(CHECK_REAL_DATA); \
 	rm -rf $(REAL_OUT); \
 	$(PY) train_daub.py --data-root $(DATA) $(REAL_TRAIN) --save-dir $(REAL_OUT)/train; \
 	train=$$(date +%s); \
@@ -134,6 +137,44 @@ real: $(STAMP)
 	echo "with frozen motion: $$(tail -n 1 $(REAL_OUT)/map_frozen/summary.txt)"; \
 	echo "per clip, dataset, distance bin and class: $(REAL_OUT)/map/per_*.json"; \
 	echo "real wall time: $$(( $$(date +%s) - start )) s (import and training $$((train - start)) s); outputs in $(REAL_OUT)/"
+
+# Does fine-tuning from real-data weights pay on a camera they never saw (README, "Fine-tune on your own clips")? The
+# real-data recipe trained on the drone videos alone (no DAUB) stands in for the shipped weights; DAUB is the new
+# camera. For each seed in FINETUNE_SEEDS it is fine-tuned on DAUB clips 1-4 for FINETUNE_EPOCHS epochs of their 400
+# frames in batches of 4 (10 epochs: 1,000 steps), and the same training runs from scratch; every model is scored on
+# DAUB clips 5-6, and the two groups' median and range go to $(FINETUNE_OUT)/summary.md. Each run is its own target:
+# `make -j2 real-finetune OMP_NUM_THREADS=1` runs two at a time.
+FINETUNE_OUT ?= finetune_out
+FINETUNE_SEEDS ?= 2023 1 2
+FINETUNE_BASE_SEED ?= 2023
+FINETUNE_EPOCHS ?= 10
+# 30 epochs of 100 steps of 4, as in `make real`, out of the drone split's 17,876 training key frames.
+DRONE_ONLY_FRACTION := 0.0224
+FINETUNE_BASE := $(FINETUNE_OUT)/drone_only/best_epoch_weights.pth
+FINETUNE_TRAIN = $(REAL_RECIPE) --epochs $(FINETUNE_EPOCHS) --epoch-fraction 1 --val-fraction 0.1 --seed $*
+FINETUNE_SCORE = $(PY) vid_map_coco.py --data-root $(DATA) --all-frames --per-sequence --quiet
+
+$(FINETUNE_BASE): | $(STAMP)
+	@set -e; $(CHECK_REAL_DATA); \
+	$(PY) train_daub.py --data-root $(REAL_VIDEO_DATA) $(REAL_RECIPE) --pretrained $(DEMO_START) --val-fraction 0.02 \
+		--epochs $(REAL_EPOCHS) --epoch-fraction $(DRONE_ONLY_FRACTION) --seed $(FINETUNE_BASE_SEED) \
+		--save-dir $(FINETUNE_OUT)/drone_only; \
+	$(PY) vid_map_coco.py --weights $@ --data-root $(DATA) --all-frames --per-sequence --quiet \
+		--out-dir $(FINETUNE_OUT)/drone_only/map_daub
+
+$(FINETUNE_OUT)/finetuned_s%/map/metrics.json: $(FINETUNE_BASE)
+	$(PY) train_daub.py --data-root $(DATA) $(FINETUNE_TRAIN) --pretrained $(FINETUNE_BASE) \
+		--save-dir $(FINETUNE_OUT)/finetuned_s$*/train
+	$(FINETUNE_SCORE) --weights $(FINETUNE_OUT)/finetuned_s$*/train/best_epoch_weights.pth --out-dir $(@D)
+
+$(FINETUNE_OUT)/scratch_s%/map/metrics.json: | $(STAMP)
+	$(PY) train_daub.py --data-root $(DATA) $(FINETUNE_TRAIN) --save-dir $(FINETUNE_OUT)/scratch_s$*/train
+	$(FINETUNE_SCORE) --weights $(FINETUNE_OUT)/scratch_s$*/train/best_epoch_weights.pth --out-dir $(@D)
+
+real-finetune: $(foreach s,$(FINETUNE_SEEDS),$(FINETUNE_OUT)/scratch_s$(s)/map/metrics.json \
+		$(FINETUNE_OUT)/finetuned_s$(s)/map/metrics.json)
+	$(PY) summarize_seeds.py --group scratch $(FINETUNE_OUT)/scratch_s*/map/metrics.json \
+		--group fine-tuned $(FINETUNE_OUT)/finetuned_s*/map/metrics.json --out $(FINETUNE_OUT)/summary.md
 
 # README's real-video picture from the shipped weights: key frame 150 of the drone test clip IR_DRONE_152 (distant).
 real-figures: $(STAMP)
