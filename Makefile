@@ -148,8 +148,8 @@ FINETUNE_OUT ?= finetune_out
 FINETUNE_SEEDS ?= 2023 1 2
 FINETUNE_BASE_SEED ?= 2023
 FINETUNE_EPOCHS ?= 10
-# 30 epochs of 100 steps of 4, as in `make real`, out of the drone split's 17,876 training key frames.
-DRONE_ONLY_FRACTION := 0.0224
+# 30 epochs of 100 steps of 4, as in `make real`, out of the 17,136 drone training key frames with a full window.
+DRONE_ONLY_FRACTION := 0.0234
 FINETUNE_BASE := $(FINETUNE_OUT)/drone_only/best_epoch_weights.pth
 FINETUNE_TRAIN = $(REAL_RECIPE) --epochs $(FINETUNE_EPOCHS) --epoch-fraction 1 --val-fraction 0.1 --seed $*
 FINETUNE_SCORE = $(PY) vid_map_coco.py --data-root $(DATA) --all-frames --per-sequence --quiet
