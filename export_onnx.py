@@ -8,11 +8,14 @@ Each carries its metadata (model, input size, classes, letterbox and normalisati
 frame/detect compute the fast computation; --computation picks window.onnx's (default: released). Every graph is
 checked on ONNX Runtime against PyTorch on random frames before anything is written. Needs onnx, onnxscript and
 onnxruntime (requirements-dev.txt). --half (float16 graphs) is for GPUs: it needs a CUDA device and is checked
-there when onnxruntime has a CUDA provider.
+there when onnxruntime has a CUDA provider. --int8 (for CPUs) quantizes the checked float32 graphs statically,
+with activation ranges calibrated on real windows of a DAUB-layout folder (--calibration); the head's final
+predictions stay float (--float-modules).
 
 Examples:
     python export_onnx.py --weights logs/best_epoch_weights.pth --out onnx/
     python vid_map_coco.py --onnx onnx/ --data-root /data/DAUB
+    python export_onnx.py --weights weights/sstnet_nano_ir.pth --out onnx_int8/ --int8 --calibration /data/DAUB
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import argparse
 from pathlib import Path
 
 from utils.deploy.onnx_format import DEFAULT_OPSET, MIN_OPSET
+from utils.deploy.onnx_int8 import DEFAULT_CALIBRATION_FRAMES, DEFAULT_FLOAT_MODULES
 from utils.runtime.cli import make_parser
 from utils.runtime.entry import run_cli
 from utils.runtime.model_options import add_model_arguments
@@ -36,6 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dynamic-batch", action="store_true",
                         help="graphs take any batch N (default: N = 1, the engine then calls them once per frame)")
     parser.add_argument("--half", action="store_true", help="float16 graphs, for GPUs (needs a CUDA device)")
+    parser.add_argument("--int8", action="store_true",
+                        help="int8 graphs for CPUs (static QDQ quantization; needs --calibration)")
+    parser.add_argument("--calibration", type=Path, nargs="+", default=None, metavar="DIR",
+                        help="--int8: DAUB-layout folders whose frames calibrate the activation ranges, an equal "
+                             "share from each (frames like those the model will see: its training data, say)")
+    parser.add_argument("--calibration-split", default="train",
+                        help="--int8: the split of --calibration read (annotations/instances_<split>2017.json)")
+    parser.add_argument("--calibration-frames", type=int, default=DEFAULT_CALIBRATION_FRAMES,
+                        help="--int8: key frames, spread evenly over the split, whose windows calibrate")
+    parser.add_argument("--float-modules", nargs="*", default=list(DEFAULT_FLOAT_MODULES), metavar="MODULE",
+                        help="--int8: modules of the model (path prefixes, as in the state dict, after 'model.') "
+                             "kept in float; none: quantize everything (default: the head's final predictions)")
     add_model_arguments(parser)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
@@ -57,7 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     from utils.runtime.model_options import resolve_spec
     from utils.sidecar import weights_inputs
 
-    check_output(args.out, "--out", folder=True, inputs=weights_inputs("--weights", args.weights))
+    if args.int8 != (args.calibration is not None):
+        raise SSTNetError("--int8 needs --calibration (a DAUB-layout folder of real frames), and --calibration is "
+                          "only for --int8")
+    if args.int8 and args.half:
+        raise SSTNetError("--int8 and --half: choose one precision (int8 for CPUs, float16 for GPUs)")
+    if args.calibration_frames < 1:
+        raise SSTNetError(f"--calibration-frames {args.calibration_frames}: must be at least 1")
+    for folder in args.calibration or []:
+        if not folder.is_dir():
+            raise SSTNetError(f"--calibration {folder}: not a folder (a DAUB-layout folder is expected)")
+    check_output(args.out, "--out", folder=True, inputs=weights_inputs("--weights", args.weights) +
+                 [("--calibration", folder) for folder in args.calibration or []])
     check_opset(args.opset)
     trained, state = read_trained_weights(args.weights)
     spec = resolve_spec(args, trained, engine="window")  # --computation: window.onnx's, released unless given
@@ -69,14 +96,27 @@ def main(argv: list[str] | None = None) -> int:
     # Tracing runs the window graph once: bounded before the model is built.
     check_memory(spec, 1, False, device, trained.num_classes, frames_at_once=spec.num_frame)
     model = build_model(spec, trained.num_classes, state, device, str(args.weights))
+    calibration = None
+    if args.int8:
+        from utils.infer.calibration import calibration_windows
+        calibration = calibration_windows(model, spec, args.calibration, args.calibration_split,
+                                          args.calibration_frames)
+    float_modules = ["model." + name.removeprefix("model.") for name in args.float_modules if name != "none"]
     written = export_graphs(model, spec, trained.num_classes, trained.labels, args.out, args.opset,
-                            args.dynamic_batch, args.half, window_computation=spec.computation)
+                            args.dynamic_batch, args.half, window_computation=spec.computation,
+                            calibration=calibration, float_modules=float_modules)
     for item in written:
-        check = ("not checked: onnxruntime has no CUDA provider" if item.difference is None else
-                 f"ONNX Runtime within {item.difference:.1e} of PyTorch (max relative)")
+        if args.int8:
+            check = f"int8 within {item.difference:.1e} of float32 on the calibration windows (max relative)"
+        elif item.difference is None:
+            check = "not checked: onnxruntime has no CUDA provider"
+        else:
+            check = f"ONNX Runtime within {item.difference:.1e} of PyTorch (max relative)"
         print(f"wrote {item.path} ({check})")
+    precision = "int8" if args.int8 else "float16" if args.half else "float32"
     print(f"phi {spec.phi}, T {spec.num_frame}, input {spec.input_size}, {trained.num_classes} class(es), "
-          f"{'dynamic batch' if args.dynamic_batch else 'batch 1'}, {'float16' if args.half else 'float32'}")
+          f"{'dynamic batch' if args.dynamic_batch else 'batch 1'}, {precision}"
+          + (f", calibrated on {calibration.source}" if calibration else ""))
     return 0
 
 

@@ -9,7 +9,8 @@ Measures (fixed seeds, warm-up, median of repeats):
 4. parameters, GFLOPs per sample (torch.utils.flop_counter) and peak memory;
 5. on the CPU, when onnx, onnxscript and onnxruntime import: the streaming engine on the exported graphs
    (export_onnx.py's frame.onnx and detect.onnx, CPU execution provider, as many intra-op threads as PyTorch's),
-   with its raw outputs checked against PyTorch's in the same run;
+   with its raw outputs checked against PyTorch's in the same run, in float32 and in int8 (calibrated on the
+   benchmark data's frames; its detections compared with float32's);
 6. with --variants, at the largest size: streaming per frame and the training step under --amp with the
    channels-last layout off and on, then with torch.compile in each --compile mode in the faster layout (raw outputs
    compared with float32 eager's).

@@ -138,11 +138,14 @@ def onnx_runtime_version() -> str | None:
 
 
 def measure_onnx(model: Network, spec: ModelSpec, batches: list[FrameBatch], reference: list, repeats: int,
-                 settings: DetectSettings) -> tuple[float, str]:
+                 settings: DetectSettings, root: Path) -> tuple[dict, list[str]]:
     """ms per frame of the streaming engine on the exported frame/detect graphs (ONNX Runtime, CPU provider, as many
-    intra-op threads as PyTorch), and a check line: raw outputs and detections against PyTorch's ``reference``."""
+    intra-op threads as PyTorch), float32 (``stream_onnx``) and int8 calibrated on ``root``'s frames
+    (``stream_onnx_int8``), and check lines: float32 raw outputs and detections against PyTorch's ``reference``,
+    int8 detections against float32's."""
     from utils.deploy.onnx_backend import OnnxBackend
     from utils.deploy.onnx_export import export_graphs, max_relative_difference
+    from utils.infer.calibration import calibration_windows
 
     with tempfile.TemporaryDirectory(prefix="sstnet_bench_onnx_") as folder:
         export_graphs(model, spec, model.num_classes, ["target"], folder, graphs=("frame", "detect"))
@@ -155,9 +158,22 @@ def measure_onnx(model: Network, spec: ModelSpec, batches: list[FrameBatch], ref
         ours, theirs = postprocess(outputs, settings), postprocess(reference, settings)
         agreeing = sum(matching_rows(a, b) for a, b in zip(ours, theirs))
         seconds = timed(lambda: walk(backend, batches, "stream", None, model.num_frame), torch.device("cpu"), repeats)
-    check = (f"S={spec.input_size}: ONNX Runtime streaming raw outputs within {error:.1e} (max relative) of PyTorch's "
-             f"in float32; {agreeing} of {sum(len(d) for d in theirs)} detections over {len(batches)} frames agree")
-    return 1000 * seconds / len(batches), check
+        split = "train" if (root / "annotations" / "instances_train2017.json").is_file() else "test"
+        calibration = calibration_windows(model, spec, root, split, 16)
+        int8_folder = Path(folder) / "int8"
+        export_graphs(model, spec, model.num_classes, ["target"], int8_folder, graphs=("frame", "detect"),
+                      calibration=calibration)
+        int8 = OnnxBackend(int8_folder, ("stream",), "cpu", torch.get_num_threads())
+        int8_seconds = timed(lambda: walk(int8, batches, "stream", None, model.num_frame), torch.device("cpu"), repeats)
+        quantized = postprocess(walk(int8, batches, "stream", None, model.num_frame), settings)
+        kept = sum(matching_boxes(a, b, iou=0.5, score=0.1) for a, b in zip(quantized, ours))
+    checks = [f"S={spec.input_size}: ONNX Runtime streaming raw outputs within {error:.1e} (max relative) of PyTorch's "
+              f"in float32; {agreeing} of {sum(len(d) for d in theirs)} detections over {len(batches)} frames agree",
+              f"S={spec.input_size}: int8 graphs (calibrated on {calibration.source}) find "
+              f"{sum(len(d) for d in quantized)} detections, {kept} of them matching a float32 one (IoU >= 0.5, "
+              f"score within 0.1; float32: {sum(len(d) for d in ours)})"]
+    per_frame = {"stream_onnx": 1000 * seconds / len(batches), "stream_onnx_int8": 1000 * int8_seconds / len(batches)}
+    return per_frame, checks
 
 
 def measure_inference(models: dict, device: torch.device, specs: list[ModelSpec], root: Path, frames: int,
@@ -196,8 +212,9 @@ def measure_inference(models: dict, device: torch.device, specs: list[ModelSpec]
                 row[mode] = 1000 * seconds / len(batches)
             if onnx:
                 reference = walk(models["fast"], batches, "stream", None)
-                row["stream_onnx"], check = measure_onnx(models["fast"], spec, batches, reference, repeats, settings)
-                checks.append(check)
+                onnx_rows, onnx_checks = measure_onnx(models["fast"], spec, batches, reference, repeats, settings, root)
+                row.update(onnx_rows)
+                checks += onnx_checks
             if amp != "none":
                 # As the scripts run --amp: autocast, the model and frames channels-last (utils.infer.engine).
                 for mode, computation in ENGINES:

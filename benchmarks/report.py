@@ -32,11 +32,14 @@ def markdown(entry: dict) -> str:
     if onnx_rows:
         lines += ["", f"## ONNX Runtime {entry['onnxruntime']} streaming per frame (CPU execution provider, "
                       "as many threads as PyTorch, batch 1)", "",
-                  "| S | PyTorch (stream) ms | ONNX Runtime (stream) ms | PyTorch / ONNX Runtime |",
-                  "| --- | --- | --- | --- |"]
+                  "| S | PyTorch (stream) ms | ONNX Runtime float32 ms | PyTorch / ONNX Runtime | "
+                  "ONNX Runtime int8 ms | int8 / float32 speed-up |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         for size, row in onnx_rows.items():
+            int8 = row.get("stream_onnx_int8")
             lines.append(f"| {size} | {row['stream']:.1f} | {row['stream_onnx']:.1f} | "
-                         f"{row['stream'] / row['stream_onnx']:.2f}× |")
+                         f"{row['stream'] / row['stream_onnx']:.2f}× | "
+                         + (f"{int8:.1f} | {row['stream_onnx'] / int8:.2f}× |" if int8 else "– | – |"))
     lines += ["", "## Training step (forward, loss, backward, optimizer step)", "",
               "| S | batch | released s | ours s | speed-up |", "| --- | --- | --- | --- | --- |"]
     for size, row in entry["train_step"].items():

@@ -16,13 +16,16 @@ def test_benchmark_smoke(tmp_path):
     assert device.startswith("CPU")
     # The ONNX Runtime row is there when its packages are (requirements-dev.txt), checked against PyTorch.
     onnx = entry["onnxruntime"] is not None
-    assert set(entry["inference"]["64"]) == {"window", "stream"} | ({"stream_onnx"} if onnx else set())
+    assert set(entry["inference"]["64"]) == {"window", "stream"} | ({"stream_onnx", "stream_onnx_int8"} if onnx
+                                                                     else set())
     assert not onnx or any("ONNX Runtime streaming raw outputs within" in check for check in entry["checks"])
+    assert not onnx or any("int8 graphs (calibrated on" in check for check in entry["checks"])
     assert set(entry["train_step"]["64"]) == {"released", "ours"}
     assert entry["params"] > 0 and entry["peak_mem_mb"] > 0 and entry["gflops"]["64"]["window_released"] > 0
     assert any("identical" in check for check in entry["checks"])
     assert "| 64 |" in report.read_text()
     assert ("## ONNX Runtime" in report.read_text()) == onnx
+    assert ("int8 / float32 speed-up" in report.read_text()) == onnx
 
 
 def test_benchmark_amp_variants(tmp_path):

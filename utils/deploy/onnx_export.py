@@ -29,6 +29,7 @@ from ..runtime.fileio import atomic_path, ensure_dir
 from ..runtime.provenance import project_commit
 from .onnx_format import (DEFAULT_OPSET, FRAME_INPUT, FRAME_OUTPUT, GRAPHS, MIN_OPSET, OUTPUT, WINDOW_INPUT,
                           ExportedGraph, detect_inputs, graph_file, require)
+from .onnx_int8 import DEFAULT_FLOAT_MODULES, Calibration, quantize_graph
 
 # Largest max |ONNX − PyTorch| / max |PyTorch| accepted by the check, per precision.
 TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
@@ -101,7 +102,6 @@ def quiet_exporter() -> Iterator[None]:
 def to_onnx(module: nn.Module, inputs: tuple[torch.Tensor, ...], input_names: list[str], opset: int,
             dynamic_batch: bool, metadata: dict[str, str], doc: str):
     """One graph as an ``onnx.ModelProto`` carrying ``metadata``."""
-    import onnx
 
     batch = torch.export.Dim("batch", min=1)
     dynamic_shapes = None
@@ -119,10 +119,28 @@ def to_onnx(module: nn.Module, inputs: tuple[torch.Tensor, ...], input_names: li
         raise SSTNetError(f"--opset {opset}: torch's exporter wrote opset {written} instead; choose an opset it "
                           f"supports ({MIN_OPSET}-{written if written and written > MIN_OPSET else DEFAULT_OPSET}); "
                           "nothing written")
+    onnx_metadata(proto, metadata, doc)
+    return proto
+
+
+def onnx_metadata(proto, metadata: dict[str, str], doc: str) -> None:
+    """Set a graph's metadata and description (replacing any) and check the model."""
+    import onnx
+
+    del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, metadata)
     proto.doc_string = doc
     onnx.checker.check_model(proto)
-    return proto
+
+
+def int8_difference(float_proto, int8_proto, feeds: Sequence[dict], samples: int = 8) -> float:
+    """max relative difference of the int8 graph's outputs from the float32 graph's on (up to ``samples`` of) the
+    calibration feeds: how much quantization moved the raw output."""
+    float_session, int8_session = runtime_session(float_proto, False), runtime_session(int8_proto, False)
+    worst = 0.0
+    for feed in feeds[:samples]:
+        worst = max(worst, max_relative_difference(int8_session.run(None, feed)[0], float_session.run(None, feed)[0]))
+    return worst
 
 
 def runtime_session(proto, half: bool):
@@ -152,15 +170,21 @@ def check_opset(opset: int) -> None:
 
 def export_graphs(model: Network, spec: ModelSpec, num_classes: int, class_names: Sequence[str], out_dir: str | Path,
                   opset: int = DEFAULT_OPSET, dynamic_batch: bool = False, half: bool = False,
-                  graphs: Sequence[str] = GRAPHS, window_computation: str = "released") -> list[ExportedFile]:
+                  graphs: Sequence[str] = GRAPHS, window_computation: str = "released",
+                  calibration: Calibration | None = None,
+                  float_modules: Sequence[str] = DEFAULT_FLOAT_MODULES) -> list[ExportedFile]:
     """Export ``graphs`` of ``model`` (eval mode, on its device) at ``spec``'s input size into ``out_dir``.
 
     Every graph is checked on ONNX Runtime against PyTorch on random frames (float16 graphs only where a CUDA
-    provider is available) and all are written, atomically, only once every check has passed. Returns what was
-    written.
+    provider is available) and all are written, atomically, only once every check has passed. With a
+    ``calibration``, the checked float32 graphs are then quantized to int8 (``float_modules`` kept in float) and
+    each ExportedFile's difference is the int8 graph's from the float32 one on the calibration windows. Returns what
+    was written.
     """
     check_opset(opset)
     out_dir = ensure_dir(out_dir)
+    if calibration is not None and half:
+        raise SSTNetError("--int8 and --half: choose one precision")
     precision = "float16" if half else "float32"
     parameter = next(model.parameters())
     dtype = torch.float16 if half else torch.float32
@@ -194,6 +218,15 @@ def export_graphs(model: Network, spec: ModelSpec, num_classes: int, class_names
             protos[graph] = proto
             differences[graph] = check_graph(graph, proto, half, frames, reference_features, stream_model,
                                              window_model, names)
+    if calibration is not None:
+        for graph in protos:
+            info = replace(base, graph=graph, computation=window_computation if graph == "window" else "fast",
+                           precision="int8", calibration=calibration.source, float_modules=tuple(float_modules))
+            feeds = calibration.feeds(graph, T)
+            quantized = quantize_graph(protos[graph], feeds, float_modules)
+            onnx_metadata(quantized, info.metadata(), protos[graph].doc_string + " (int8)")
+            differences[graph] = int8_difference(protos[graph], quantized, feeds)
+            protos[graph] = quantized
     # The graphs of an earlier export in the folder go first: a folder never mixes two exports' graphs (the engine
     # checks that too, for a folder left half-written by an interrupted export).
     for graph in GRAPHS:

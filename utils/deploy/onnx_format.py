@@ -26,7 +26,7 @@ STREAM_GRAPHS = ("frame", "detect")
 HEAD_STRIDE = 8
 FRAME_INPUT, FRAME_OUTPUT = "images", "features"
 WINDOW_INPUT, OUTPUT = "window", "output"
-PRECISIONS = ("float32", "float16")
+PRECISIONS = ("float32", "float16", "int8")
 MIN_OPSET = 17
 DEFAULT_OPSET = 18
 
@@ -86,10 +86,13 @@ class ExportedGraph:
     commit: str | None = None
     export_id: str | None = None  # shared by the graphs of one export: a folder mixing two exports is refused
     frame_step: int = 1  # frames between a window's frames; the caller builds windows with it
+    calibration: str | None = None  # int8: the frames the activation ranges were calibrated on
+    float_modules: tuple[str, ...] = ()  # int8: the modules kept in float
+
 
     def metadata(self) -> dict[str, str]:
         """The ``metadata_props`` of the graph: the model, the preprocessing and the decoding, as strings."""
-        return {"format": FORMAT, "graph": self.graph, "phi": self.phi, "num_frame": str(self.num_frame),
+        props = {"format": FORMAT, "graph": self.graph, "phi": self.phi, "num_frame": str(self.num_frame),
                 "lstm_hidden": str(self.lstm_hidden), "num_classes": str(self.num_classes),
                 "class_names": json.dumps(list(self.class_names)),
                 "input_size": json.dumps(list(self.input_shape)), "stride": str(HEAD_STRIDE),
@@ -99,6 +102,10 @@ class ExportedGraph:
                 "std": json.dumps([float(f"{value:.6g}") for value in STD]),
                 "normalisation": NORMALISATION, "decode": DECODE, "commit": self.commit or "unknown",
                 "export_id": self.export_id or "unknown", "frame_step": str(self.frame_step)}
+        if self.precision == "int8":
+            props["calibration"] = self.calibration or "unknown"
+            props["float_modules"] = json.dumps(list(self.float_modules))
+        return props
 
     @classmethod
     def from_metadata(cls, props: dict[str, str], source: str) -> ExportedGraph:
@@ -130,7 +137,7 @@ class ExportedGraph:
         graph = cls(field("graph"), field("phi"), integer("num_frame"), integer("lstm_hidden"), num_classes, shape,
                     tuple(names), field("computation"), None if batch == "dynamic" else integer("batch"),
                     field("precision"), known(props.get("commit")), known(props.get("export_id")),
-                    integer("frame_step") if "frame_step" in props else 1)
+                    integer("frame_step") if "frame_step" in props else 1, known(props.get("calibration")))
         if graph.graph not in GRAPHS or graph.precision not in PRECISIONS:
             raise SSTNetError(f"{source}: metadata graph {graph.graph!r} / precision {graph.precision!r} not "
                               f"understood")
@@ -151,4 +158,4 @@ class ExportedGraph:
         return (f"phi {self.phi}, T {self.num_frame}, frame step {self.frame_step}, "
                 f"input {format_input_shape(self.input_shape)}, "
                 f"{self.num_classes} class(es), batch {'dynamic' if self.batch is None else self.batch}, "
-                f"{self.precision}")
+                f"{self.precision}" + (f" (calibrated on {self.calibration})" if self.calibration else ""))

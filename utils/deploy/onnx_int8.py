@@ -1,0 +1,113 @@
+"""Static int8 quantization of the exported graphs for CPU deployment: ONNX Runtime's quantization tools in QDQ form
+(int8 weights per output channel, uint8 activations, the pairing x86 CPUs multiply fastest), with activation ranges
+calibrated on real windows of a DAUB-layout folder.
+
+The calibration samples (``utils/infer/calibration.py`` gathers them from real frames): ``frame.onnx`` sees key
+frames, ``detect.onnx`` the float model's per-frame features of their windows, ``window.onnx`` the windows. The
+modules named in ``float_modules`` (module paths of the PyTorch model, by prefix) stay in float: by default the
+head's final 1×1 predictions, whose outputs are decoded through exp() and sigmoid() and cost almost nothing
+(docs/deployment.md has the measurements).
+"""
+from __future__ import annotations
+
+import ast
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .onnx_format import FRAME_INPUT, WINDOW_INPUT, detect_inputs, require
+
+DEFAULT_FLOAT_MODULES = ("model.head.reg_preds", "model.head.obj_preds", "model.head.cls_preds")
+DEFAULT_CALIBRATION_FRAMES = 64
+
+
+@dataclass
+class Calibration:
+    """Inputs of each graph on the calibration windows (numpy, one entry per sample) and where they came from."""
+
+    frames: list[np.ndarray]
+    features: list[list[np.ndarray]]
+    windows: list[np.ndarray]
+    source: str
+
+    def feeds(self, graph: str, num_frame: int) -> list[dict[str, np.ndarray]]:
+        """The calibration samples of ``graph`` as ONNX Runtime input feeds."""
+        if graph == "frame":
+            return [{FRAME_INPUT: frame} for frame in self.frames]
+        if graph == "detect":
+            return [dict(zip(detect_inputs(num_frame), window)) for window in self.features]
+        return [{WINDOW_INPUT: window} for window in self.windows]
+
+
+def module_of(node) -> str:
+    """The PyTorch module path a node of an exported graph computes (from the exporter's name scopes), or ''."""
+    for entry in node.metadata_props:
+        if entry.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = ast.literal_eval(entry.value)
+            except (ValueError, SyntaxError):
+                return ""
+            modules = [scope for scope in scopes if scope.startswith("model.")]
+            return modules[-1] if modules else ""
+    return ""
+
+
+def float_nodes(proto, float_modules: Sequence[str]) -> list[str]:
+    """Names of the nodes that compute a module under one of the ``float_modules`` prefixes."""
+    names = []
+    for node in proto.graph.node:
+        module = module_of(node)
+        if module and any(module == prefix or module.startswith(prefix + ".") for prefix in float_modules):
+            names.append(node.name)
+    return names
+
+
+class _Feeds:
+    """ONNX Runtime's calibration reader over a list of feeds."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self._feeds = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+    def rewind(self) -> None:  # pragma: no cover - not called by min/max calibration
+        raise NotImplementedError
+
+
+def quantize_graph(proto, feeds: list[dict[str, np.ndarray]], float_modules: Sequence[str]):
+    """``proto`` statically quantized (QDQ) with ranges calibrated on ``feeds``; the nodes of ``float_modules``
+    stay float. Returns the quantized ``onnx.ModelProto`` (its metadata is the caller's to set)."""
+    require("onnxruntime", "--int8")
+
+    # The quantizer logs a warning per batch-norm weight it does not quantize per channel: not the user's concern.
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return _quantize(proto, feeds, float_modules)
+    finally:
+        logger.setLevel(level)
+
+
+def _quantize(proto, feeds: list[dict[str, np.ndarray]], float_modules: Sequence[str]):
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    reader = type("CalibrationFeeds", (_Feeds, CalibrationDataReader), {})(feeds)
+    keep = float_nodes(proto, float_modules)
+    with tempfile.TemporaryDirectory(prefix="sstnet-int8-") as folder:
+        plain, prepared, quantized = (Path(folder) / name for name in ("float.onnx", "prepared.onnx", "int8.onnx"))
+        onnx.save_model(proto, str(plain))
+        # Folds batch norms into their convolutions and fixes shapes, so that every convolution is quantized whole.
+        quant_pre_process(str(plain), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep,
+                        calibrate_method=CalibrationMethod.MinMax)
+        return onnx.load(str(quantized))
