@@ -11,7 +11,10 @@ Measures (fixed seeds, warm-up, median of repeats):
    (export_onnx.py's frame.onnx and detect.onnx, CPU execution provider, as many intra-op threads as PyTorch's),
    with its raw outputs checked against PyTorch's in the same run, in float32 and in int8 (calibrated on the
    benchmark data's frames; its detections compared with float32's);
-6. with --variants, at the largest size: streaming per frame and the training step under --amp with the
+6. on the CPU, the distance to the limit: GFLOP/s attained on the model's dominant convolution (and the GEMM of the
+   same work) in float32, bf16 where native and int8 (benchmarks/peak.py), and each engine's per-frame GFLOP/s as
+   a fraction of it;
+7. with --variants, at the largest size: streaming per frame and the training step under --amp with the
    channels-last layout off and on, then with torch.compile in each --compile mode in the faster layout (raw outputs
    compared with float32 eager's).
 Writes a table to stdout, readme/benchmarks.md and readme/benchmarks.json (keyed by device name and --amp).
@@ -43,6 +46,7 @@ from utils.runtime.model_options import add_model_arguments, resolve_spec  # noq
 from benchmarks.measure import (benchmark_data, check_training, device_name, flop_counts,  # noqa: E402
                                 make_model, measure_evaluation, measure_inference, measure_variants,
                                 onnx_runtime_version, peak_memory_mb, time_training)
+from benchmarks.peak import attainable, dominant_conv  # noqa: E402
 from benchmarks.report import markdown, write_report  # noqa: E402
 
 
@@ -100,6 +104,13 @@ def run_benchmark(args, device, amp_dtype, specs, repeats, frames, root, argv) -
     inference, checks = measure_inference(models, device, specs, root, frames, repeats, args.amp, amp_dtype,
                                           onnx_version is not None)
     print(f"inference done ({time.time() - started:.0f} s)", flush=True)
+    limits = None
+    if device.type == "cpu":
+        limits = {}
+        for spec in specs:
+            shape = dominant_conv(models["fast"], spec.input_shape)
+            limits[spec.input_size] = {"op": shape.describe(),
+                                       **attainable(shape, repeats, int8=onnx_version is not None)}
     evaluation = measure_evaluation(models["fast"], device, specs[0], root, 4 * frames, max(1, repeats // 2))
     evaluation["size"] = specs[0].input_size
     gflops = {spec.input_size: flop_counts(models, device, spec) for spec in specs}
@@ -124,7 +135,8 @@ def run_benchmark(args, device, amp_dtype, specs, repeats, frames, root, argv) -
              "model": {"phi": specs[0].phi, "num_frame": specs[0].num_frame, "lstm_hidden": specs[0].lstm_hidden},
              "inference": inference, "train_step": train_step, "evaluation": evaluation,
              "params": sum(p.numel() for p in models["fast"].parameters()),
-             "gflops": gflops, "peak_mem_mb": peak_mem_mb, "variants": variants, "checks": checks}
+             "gflops": gflops, "peak_mem_mb": peak_mem_mb, "variants": variants, "limits": limits,
+             "checks": checks}
     print(markdown(entry))
     write_report(entry, args.out, args.markdown)
     print(f"wrote {args.out} and {args.markdown} ({time.time() - started:.0f} s)")

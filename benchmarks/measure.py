@@ -234,7 +234,9 @@ def measure_inference(models: dict, device: torch.device, specs: list[ModelSpec]
 
 def measure_evaluation(model: Network, device: torch.device, spec: ModelSpec, root: Path, frames: int,
                        repeats: int) -> dict:
-    """Frames/s of the vid_map_coco.py engine (decoding in the workers, detection, post-processing)."""
+    """Frames/s of the vid_map_coco.py engine end to end (decoding in 2 workers, detection, decoding of the outputs
+    and NMS) at batch 1 and 8, of the model alone on the same frames decoded beforehand, and the share of the
+    end-to-end time spent outside the model."""
     from utils.infer.engine import detect_plan
 
     ground_truth = read_coco(root / "annotations" / "instances_test2017.json", root)
@@ -245,6 +247,12 @@ def measure_evaluation(model: Network, device: torch.device, spec: ModelSpec, ro
         settings = DetectSettings(spec.input_shape, spec.num_frame, batch_size=batch_size, workers=2)
         seconds = timed(lambda: list(detect_plan(model, plan, settings, progress=False)), device, repeats)
         result[f"batch{batch_size}"] = keys / seconds
+        decoded = [FrameBatch(batch.images.to(device), batch.refs, batch.shapes)
+                   for batch in frame_batches(plan, spec.input_shape, batch_size, 0)]
+        with torch.no_grad():
+            model_seconds = timed(lambda: walk(model, decoded, "stream", None, spec.num_frame), device, repeats)
+        result[f"model_batch{batch_size}"] = keys / model_seconds
+        result[f"outside_model_batch{batch_size}"] = max(0.0, 1 - model_seconds / seconds)
     seconds = timed(lambda: [None for _ in frame_batches(plan, spec.input_shape, 8, 2)], device, repeats)
     result["decode_letterbox"] = len(plan) / seconds
     return result

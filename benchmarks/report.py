@@ -40,6 +40,8 @@ def markdown(entry: dict) -> str:
             lines.append(f"| {size} | {row['stream']:.1f} | {row['stream_onnx']:.1f} | "
                          f"{row['stream'] / row['stream_onnx']:.2f}× | "
                          + (f"{int8:.1f} | {row['stream_onnx'] / int8:.2f}× |" if int8 else "– | – |"))
+    if entry.get("limits"):
+        lines += limits_section(entry)
     lines += ["", "## Training step (forward, loss, backward, optimizer step)", "",
               "| S | batch | released s | ours s | speed-up |", "| --- | --- | --- | --- | --- |"]
     for size, row in entry["train_step"].items():
@@ -66,6 +68,10 @@ def markdown(entry: dict) -> str:
     evaluation = entry["evaluation"]
     lines += ["", f"## Evaluation engine (vid_map_coco.py) at S = {evaluation['size']}", "",
               f"- batch 1: {evaluation['batch1']:.1f} frames/s; batch 8: {evaluation['batch8']:.1f} frames/s",
+              *[f"- the model alone at batch {batch} (frames decoded beforehand): "
+                f"{evaluation[f'model_batch{batch}']:.1f} frames/s; end to end "
+                f"{100 * evaluation[f'outside_model_batch{batch}']:.0f} % of the time is spent outside the model"
+                for batch in (1, 8) if f"model_batch{batch}" in evaluation],
               f"- frame decoding + letterbox with 2 workers: {evaluation['decode_letterbox']:.0f} frames/s", "",
               "## Model", "", f"- parameters: {entry['params'] / 1e6:.2f} M",
               f"- peak memory: {entry['peak_mem_mb']:.0f} MB "
@@ -85,3 +91,31 @@ def write_report(entry: dict, out: Path, markdown_path: Path) -> None:
     existing[entry_key(entry)] = entry
     write_json(out, existing, indent=2)
     write_text(markdown_path, "\n".join(markdown(existing[name]) for name in sorted(existing)))
+
+
+# Each engine's time per frame and the precision whose attainable rate bounds it.
+ENGINE_PRECISIONS = (("stream", "PyTorch streaming float32", "float32"),
+                     ("stream_bf16", "PyTorch streaming bf16", "bf16"),
+                     ("stream_onnx", "ONNX Runtime float32", "float32"),
+                     ("stream_onnx_int8", "ONNX Runtime int8", "int8"))
+
+
+def limits_section(entry: dict) -> list[str]:
+    """The attainable GFLOP/s on the dominant convolution and GEMM, and each engine's fraction of it."""
+    lines = ["", "## Distance to the limit (GFLOP/s, multiply-add = 2)", ""]
+    for size, limit in entry["limits"].items():
+        lines += [f"S={size}, dominant operation: {limit['op']}", "",
+                  "| operation | float32 | bf16 | int8 |", "| --- | --- | --- | --- |"]
+        for op in ("conv", "gemm"):
+            cells = [f"{limit[f'{op}_{p}']:.0f}" if f"{op}_{p}" in limit else "–" for p in ("float32", "bf16", "int8")]
+            lines.append(f"| {op} | " + " | ".join(cells) + " |")
+        lines += ["", "| engine | ms per frame | GFLOP/s | fraction of the conv's attainable rate |",
+                  "| --- | --- | --- | --- |"]
+        gflops = entry["gflops"][size]["stream_per_frame"]
+        row = entry["inference"][size]
+        for key, name, precision in ENGINE_PRECISIONS:
+            if key in row and f"conv_{precision}" in limit:
+                rate = gflops / (row[key] / 1000)
+                lines.append(f"| {name} | {row[key]:.1f} | {rate:.0f} | {rate / limit[f'conv_{precision}']:.0%} |")
+        lines.append("")
+    return lines

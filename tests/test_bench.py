@@ -24,6 +24,16 @@ def test_benchmark_smoke(tmp_path):
     assert entry["params"] > 0 and entry["peak_mem_mb"] > 0 and entry["gflops"]["64"]["window_released"] > 0
     assert any("identical" in check for check in entry["checks"])
     assert "| 64 |" in report.read_text()
+    evaluation = entry["evaluation"]
+    assert all(0 <= evaluation[f"outside_model_batch{batch}"] < 1 and evaluation[f"model_batch{batch}"] > 0
+               for batch in (1, 8))
+    assert "spent outside the model" in report.read_text()
+    # The distance to the limit: the dominant convolution found and timed, each engine a fraction of its rate.
+    limit = entry["limits"]["64"]
+    assert "conv" in limit["op"] and limit["conv_float32"] > 0 and limit["gemm_float32"] > 0
+    assert ("conv_int8" in limit) == onnx
+    assert "fraction of the conv's attainable rate" in report.read_text()
+    assert "| PyTorch streaming float32 |" in report.read_text()
     assert ("## ONNX Runtime" in report.read_text()) == onnx
     assert ("int8 / float32 speed-up" in report.read_text()) == onnx
 
