@@ -57,3 +57,17 @@ def test_benchmark_amp_variants(tmp_path):
     assert len(layouts) == 2 and all("streaming in bfloat16" in check for check in layouts)
     text = report.read_text()
     assert text.startswith(f"# Benchmark: {key}") and "## Layout and torch.compile at S = 64 (bf16, ours)" in text
+
+
+def test_loader_benchmark(tmp_path, daub_real):
+    """benchmarks/loader.py times a real training step's wait for data and its compute, per worker count."""
+    out = tmp_path / "loader.json"
+    result = subprocess.run([sys.executable, "benchmarks/loader.py", "--steps", "3", "--warmup", "1",
+                             "--worker-counts", "0", "1", "--json", str(out), "--", "--data-root", str(daub_real),
+                             "--input-size", "64", "--phi", "nano", "--lstm-hidden", "8", "--batch-size", "2"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    workers = json.loads(out.read_text())["workers"]
+    assert set(workers) == {"0", "1"}
+    assert all(row["compute_s"] > 0 and 0 <= row["wait_share"] < 1 for row in workers.values())
+    assert result.stdout.count("of the step waits") == 2
