@@ -138,7 +138,7 @@ real: $(STAMP)
 	echo "per clip, dataset, distance bin and class: $(REAL_OUT)/map/per_*.json"; \
 	echo "real wall time: $$(( $$(date +%s) - start )) s (import and training $$((train - start)) s); outputs in $(REAL_OUT)/"
 
-# Does fine-tuning from real-data weights pay on a camera they never saw (README, "Fine-tune on your own clips")? The
+# Does fine-tuning from real-data weights pay on a camera they never saw (README, "Real infrared video")? The
 # real-data recipe trained on the drone videos alone (no DAUB) stands in for the shipped weights; DAUB is the new
 # camera. For each seed in FINETUNE_SEEDS it is fine-tuned on DAUB clips 1-4 for FINETUNE_EPOCHS epochs of their 400
 # frames in batches of 4 (10 epochs: 1,000 steps), and the same training runs from scratch; every model is scored on
@@ -189,4 +189,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 clean-demo:
-	rm -rf $(DEMO_DATA) $(WARMUP_DATA) $(DEMO_OUT) $(DEMO_START_OUT) $(REAL_OUT) $(REAL_VIDEO_DATA)
+	rm -rf $(DEMO_DATA) $(WARMUP_DATA) $(DEMO_OUT) $(DEMO_START_OUT) $(REAL_OUT) $(REAL_VIDEO_DATA) $(FINETUNE_OUT)
