@@ -10,7 +10,6 @@ its time per frame, over the attainable rate of the convolution in its precision
 from __future__ import annotations
 
 import copy
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,9 +78,11 @@ def dominant_conv(model: nn.Module, input_shape: tuple[int, int]) -> ConvShape:
 
 
 def _int8_session(module: nn.Module, example: torch.Tensor, threads: int):
-    """An ONNX Runtime session of ``module`` quantized as export_onnx.py --int8 quantizes."""
+    """An ONNX Runtime session of ``module`` quantized as export_onnx.py --int8 quantizes, run as the engine runs
+    graphs, and a feed for it."""
     import onnxruntime as ort
 
+    from utils.deploy.onnx_backend import session_options
     from utils.deploy.onnx_export import quiet_exporter
     from utils.deploy.onnx_int8 import quantize_graph
 
@@ -89,13 +90,9 @@ def _int8_session(module: nn.Module, example: torch.Tensor, threads: int):
         proto = torch.onnx.export(module.eval(), (example,), dynamo=True, input_names=["x"], verbose=False).model_proto
     feeds = [{"x": torch.randn_like(example).numpy()} for _ in range(4)]
     quantized = quantize_graph(proto, feeds, ())
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    with tempfile.TemporaryDirectory(prefix="sstnet_peak_") as folder:
-        path = Path(folder) / "op.onnx"
-        path.write_bytes(quantized.SerializeToString())
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]), feeds[0]
+    session = ort.InferenceSession(quantized.SerializeToString(), session_options(ort, threads),
+                                   providers=["CPUExecutionProvider"])
+    return session, feeds[0]
 
 
 class _Matmul(nn.Module):

@@ -36,6 +36,18 @@ def execution_providers(ort, device: str) -> list:
     raise SSTNetError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
 
 
+def session_options(ort, threads: int | None = None):
+    """ONNX Runtime session options for the engine: ``threads`` intra-op threads (None: its default), idle ones
+    sleeping instead of spinning."""
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    # Streaming at 512 on 2 CPUs, 352 against 416 ms per frame on a quiet machine with spinning off, and spinning
+    # threads also stall when another process holds a core (docs/notes/performance.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 def check_inputs(session, info: ExportedGraph, path: Path) -> None:
     """The graph's inputs are what its metadata says: names, count (T for detect.onnx), input size and frames."""
     height, width = info.input_shape
@@ -86,13 +98,7 @@ class OnnxBackend:
         folder = Path(folder)
         if not folder.is_dir():
             raise SSTNetError(f"--onnx {folder}: not a folder (export_onnx.py --out writes one)")
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        # Idle intra-op threads sleep instead of spinning: streaming at 512 on 2 CPUs, 352 against 416 ms per frame
-        # on a quiet machine, and spinning threads also stall when another process holds a core
-        # (docs/notes/performance.md).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options = session_options(ort, threads)
         providers = execution_providers(ort, device)
         self.folder = folder
         self.sessions: dict = {}

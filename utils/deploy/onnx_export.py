@@ -102,7 +102,6 @@ def quiet_exporter() -> Iterator[None]:
 def to_onnx(module: nn.Module, inputs: tuple[torch.Tensor, ...], input_names: list[str], opset: int,
             dynamic_batch: bool, metadata: dict[str, str], doc: str):
     """One graph as an ``onnx.ModelProto`` carrying ``metadata``."""
-
     batch = torch.export.Dim("batch", min=1)
     dynamic_shapes = None
     if dynamic_batch:

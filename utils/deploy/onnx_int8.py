@@ -66,19 +66,6 @@ def float_nodes(proto, float_modules: Sequence[str]) -> list[str]:
     return names
 
 
-class _Feeds:
-    """ONNX Runtime's calibration reader over a list of feeds."""
-
-    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
-        self._feeds = iter(feeds)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._feeds, None)
-
-    def rewind(self) -> None:  # pragma: no cover - not called by min/max calibration
-        raise NotImplementedError
-
-
 def quantize_graph(proto, feeds: list[dict[str, np.ndarray]], float_modules: Sequence[str]):
     """``proto`` statically quantized (QDQ) with ranges calibrated on ``feeds``; the nodes of ``float_modules``
     stay float. Returns the quantized ``onnx.ModelProto`` (its metadata is the caller's to set)."""
@@ -100,7 +87,16 @@ def _quantize(proto, feeds: list[dict[str, np.ndarray]], float_modules: Sequence
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    reader = type("CalibrationFeeds", (_Feeds, CalibrationDataReader), {})(feeds)
+    class Feeds(CalibrationDataReader):
+        """The calibration samples, one feed at a time, as ONNX Runtime's calibrator reads them."""
+
+        def __init__(self) -> None:
+            self.remaining = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.remaining, None)
+
+    reader = Feeds()
     keep = float_nodes(proto, float_modules)
     with tempfile.TemporaryDirectory(prefix="sstnet-int8-") as folder:
         plain, prepared, quantized = (Path(folder) / name for name in ("float.onnx", "prepared.onnx", "int8.onnx"))
