@@ -37,8 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def timed_steps(trainer, steps: int, warmup: int) -> dict[str, float]:
-    """Mean seconds per step spent waiting for the next batch and computing it (forward, loss, backward, step)."""
-    from utils.runtime.device import autocast, synchronize
+    """Mean seconds per step spent waiting for the next batch and computing it (the trainer's own step: forward,
+    loss, backward, optimizer, EMA)."""
+    from utils.errors import SSTNetError
+    from utils.runtime.device import synchronize
 
     trainer.enter_phase(trainer.phase_at(0))
     trainer.train_mode()
@@ -49,16 +51,9 @@ def timed_steps(trainer, steps: int, warmup: int) -> dict[str, float]:
         try:
             batch = next(batches)
         except StopIteration:
-            from utils.errors import SSTNetError
             raise SSTNetError(f"--steps {steps}: the epoch has only {step} batches; raise --epoch-fraction") from None
         loaded = time.perf_counter()
-        images, targets = trainer._to_device(batch.images, batch.targets)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        with autocast(trainer.device, trainer.amp_dtype):
-            outputs, motion_loss = trainer.train_model(images)
-        loss = trainer.loss_fn([output.float() for output in outputs], targets) + motion_loss.float()
-        loss.backward()
-        trainer.optimizer.step()
+        trainer.train_step(batch, 0, step)
         synchronize(trainer.device)
         finished = time.perf_counter()
         if step >= warmup:

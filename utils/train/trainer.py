@@ -25,7 +25,8 @@ from nets.training import (ModelEMA, build_optimizer, init_weights, lr_at_epoch,
 from nets.weights import read_trained_weights
 
 from ..data.annotations import CocoGroundTruth, FrameRecord, category_names, read_coco, read_index, records_to_coco
-from ..data.dataset import SequenceDataset, resolve_dataset_root, sequence_collate, worker_ignores_interrupts
+from ..data.dataset import (Batch, SequenceDataset, resolve_dataset_root, sequence_collate,
+                            worker_ignores_interrupts)
 from ..data.images import NonFiniteFrames
 from ..errors import SSTNetError
 from ..infer.engine import DetectSettings
@@ -399,6 +400,32 @@ class Trainer:
             images = images.contiguous(memory_format=torch.channels_last_3d)
         return images, [target.to(self.device) for target in targets]
 
+    def train_step(self, batch: Batch, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimisation step on ``batch`` (forward, loss, backward, optimizer, EMA); returns the total and motion
+        losses. ``epoch`` and ``step`` only name the step if the loss diverges."""
+        self.nonfinite.add(batch.nonfinite)
+        images, targets = self._to_device(batch.images, batch.targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device, self.amp_dtype):
+            outputs, motion_loss = self.train_model(images)
+        outputs = [output.float() for output in outputs]
+        # Checked before the loss: SimOTA's cost cannot even be computed on non-finite predictions.
+        finite = all(bool(torch.isfinite(output).all()) for output in outputs)
+        loss = self.loss_fn(outputs, targets) + motion_loss.float() if finite else None
+        if loss is None or not torch.isfinite(loss):
+            value = "nan" if loss is None else loss.item()
+            raise TrainingDiverged(f"loss became {value} at epoch {epoch + 1}, step {step + 1}; "
+                                   "lower --lr or check the data (no weights were saved from this epoch)")
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.ema.update(self.train_model)
+        return loss, motion_loss
+
     def train_one_epoch(self, epoch: int, lr: float) -> tuple[float, float]:
         """One pass over this epoch's subset; returns the mean total loss and mean motion loss."""
         self.train_mode()
@@ -409,27 +436,7 @@ class Trainer:
         bar = tqdm(loader, desc=f"Epoch {epoch + 1}/{self.config.optim.epochs}", disable=not self.dist.is_main,
                    dynamic_ncols=True, unit="step")
         for step, batch in enumerate(bar):
-            self.nonfinite.add(batch.nonfinite)
-            images, targets = self._to_device(batch.images, batch.targets)
-            self.optimizer.zero_grad(set_to_none=True)
-            with autocast(self.device, self.amp_dtype):
-                outputs, motion_loss = self.train_model(images)
-            outputs = [output.float() for output in outputs]
-            # Checked before the loss: SimOTA's cost cannot even be computed on non-finite predictions.
-            finite = all(bool(torch.isfinite(output).all()) for output in outputs)
-            loss = self.loss_fn(outputs, targets) + motion_loss.float() if finite else None
-            if loss is None or not torch.isfinite(loss):
-                value = "nan" if loss is None else loss.item()
-                raise TrainingDiverged(f"loss became {value} at epoch {epoch + 1}, step {step + 1}; "
-                                       "lower --lr or check the data (no weights were saved from this epoch)")
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                loss.backward()
-                self.optimizer.step()
-            self.ema.update(self.train_model)
+            loss, motion_loss = self.train_step(batch, epoch, step)
             totals += torch.tensor([loss.item(), motion_loss.item(), 1.0], dtype=torch.float64)
             bar.set_postfix(loss=f"{totals[0] / totals[2]:.3f}", motion=f"{totals[1] / totals[2]:.4f}", lr=f"{lr:.2e}")
             self.stop.check()
