@@ -54,6 +54,18 @@ def test_normalisation_and_channel_order():
     np.testing.assert_allclose(data[:, 0, 0], expected, rtol=1e-6)
 
 
+def test_normalisation_table_is_bit_identical_to_the_arithmetic():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    image.reshape(-1, 3)[:256] = np.arange(256, dtype=np.uint8)[:, None]
+    expected = np.ascontiguousarray(((image.astype(np.float32) / 255.0 - MEAN) / STD).transpose(2, 0, 1))
+    data = normalize(image)
+    assert data.dtype == np.float32 and data.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(data.view(np.uint32), expected.view(np.uint32))
+    with pytest.raises(ValueError, match="uint8"):
+        normalize(image.astype(np.float32))
+
+
 def test_preprocess_frame_pads_with_normalised_grey():
     data, letterbox = preprocess_frame(np.zeros((32, 64, 3), np.uint8), (64, 64))
     assert data.shape == (3, 64, 64) and letterbox.offset_yx == (16, 0)
