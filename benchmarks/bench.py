@@ -44,7 +44,7 @@ from utils.runtime.entry import run_cli  # noqa: E402
 from utils.runtime.model_options import add_model_arguments, resolve_spec  # noqa: E402
 
 from benchmarks.measure import (benchmark_data, check_training, device_name, flop_counts,  # noqa: E402
-                                make_model, measure_evaluation, measure_inference, measure_variants,
+                                make_model, measure_evaluation, measure_inference, measure_variants, measure_video,
                                 onnx_runtime_version, peak_memory_mb, time_training)
 from benchmarks.peak import attainable, dominant_conv  # noqa: E402
 from benchmarks.report import markdown, write_report  # noqa: E402
@@ -111,8 +111,10 @@ def run_benchmark(args, device, amp_dtype, specs, repeats, frames, root, argv) -
             shape = dominant_conv(models["fast"], spec.input_shape)
             limits[spec.input_size] = {"op": shape.describe(),
                                        **attainable(shape, repeats, int8=onnx_version is not None)}
-    evaluation = measure_evaluation(models["fast"], device, specs[0], root, 4 * frames, max(1, repeats // 2))
+    evaluation = measure_evaluation(models["fast"], device, specs[0], root, 4 * frames, max(1, repeats // 2),
+                                    int8=onnx_version is not None)
     evaluation["size"] = specs[0].input_size
+    evaluation["video"] = measure_video(models["fast"], device, specs[0], root, 4 * frames, max(1, repeats // 2))
     gflops = {spec.input_size: flop_counts(models, device, spec) for spec in specs}
     train_specs = specs if device.type == "cuda" or not args.quick else specs[:1]
     train_step = {spec.input_size: time_training(models, device, spec, args.train_batch, repeats, args.amp, amp_dtype)

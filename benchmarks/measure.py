@@ -145,7 +145,6 @@ def measure_onnx(model: Network, spec: ModelSpec, batches: list[FrameBatch], ref
     int8 detections against float32's."""
     from utils.deploy.onnx_backend import OnnxBackend
     from utils.deploy.onnx_export import export_graphs, max_relative_difference
-    from utils.infer.calibration import calibration_windows
 
     with tempfile.TemporaryDirectory(prefix="sstnet_bench_onnx_") as folder:
         export_graphs(model, spec, model.num_classes, ["target"], folder, graphs=("frame", "detect"))
@@ -158,12 +157,7 @@ def measure_onnx(model: Network, spec: ModelSpec, batches: list[FrameBatch], ref
         ours, theirs = postprocess(outputs, settings), postprocess(reference, settings)
         agreeing = sum(matching_rows(a, b) for a, b in zip(ours, theirs))
         seconds = timed(lambda: walk(backend, batches, "stream", None, model.num_frame), torch.device("cpu"), repeats)
-        split = "train" if (root / "annotations" / "instances_train2017.json").is_file() else "test"
-        calibration = calibration_windows(model, spec, root, split, 16)
-        int8_folder = Path(folder) / "int8"
-        export_graphs(model, spec, model.num_classes, ["target"], int8_folder, graphs=("frame", "detect"),
-                      calibration=calibration)
-        int8 = OnnxBackend(int8_folder, ("stream",), "cpu", torch.get_num_threads())
+        int8, calibration = int8_backend(model, spec, root, Path(folder) / "int8")
         int8_seconds = timed(lambda: walk(int8, batches, "stream", None, model.num_frame), torch.device("cpu"), repeats)
         quantized = postprocess(walk(int8, batches, "stream", None, model.num_frame), settings)
         kept = sum(matching_boxes(a, b, iou=0.5, score=0.1) for a, b in zip(quantized, ours))
@@ -232,30 +226,103 @@ def measure_inference(models: dict, device: torch.device, specs: list[ModelSpec]
     return results, checks
 
 
-def measure_evaluation(model: Network, device: torch.device, spec: ModelSpec, root: Path, frames: int,
-                       repeats: int) -> dict:
-    """Frames/s of the vid_map_coco.py engine end to end (decoding in 2 workers, detection, decoding of the outputs
-    and NMS) at batch 1 and 8, of the model alone on the same frames decoded beforehand, and the share of the
-    end-to-end time spent outside the model."""
+def engine_against_model(model, device: torch.device, spec: ModelSpec, plan: list, batch_size: int,
+                         repeats: int) -> dict:
+    """Key frames/s of the vid_map_coco.py engine end to end with ``model`` (a Network or a backend) at its default
+    decoding (workers for this machine, read-ahead where a core is spare), of the model alone on the same frames
+    decoded beforehand, and the share of the end-to-end time spent outside the model."""
     from utils.infer.engine import detect_plan
+    from utils.runtime.cpus import default_workers
 
+    keys = sum(ref.is_key for ref in plan)
+    settings = DetectSettings(spec.input_shape, spec.num_frame, batch_size=batch_size, workers=default_workers())
+    seconds = timed(lambda: list(detect_plan(model, plan, settings, progress=False)), device, repeats)
+    decoded = [FrameBatch(batch.images.to(device), batch.refs, batch.shapes)
+               for batch in frame_batches(plan, spec.input_shape, batch_size, 0)]
+    with torch.no_grad():
+        model_seconds = timed(lambda: walk(model, decoded, "stream", None, spec.num_frame), device, repeats)
+    return {"end_to_end": keys / seconds, "model": keys / model_seconds,
+            "outside": max(0.0, 1 - model_seconds / seconds)}
+
+
+def int8_backend(model: Network, spec: ModelSpec, root: Path, folder: Path, frames: int = 16):
+    """The model's frame/detect graphs quantized to int8, calibrated on ``frames`` windows of ``root`` (its training
+    split where it has one), opened on ONNX Runtime; and the calibration."""
+    from utils.deploy.onnx_backend import OnnxBackend
+    from utils.deploy.onnx_export import export_graphs
+    from utils.infer.calibration import calibration_windows
+
+    split = "train" if (root / "annotations" / "instances_train2017.json").is_file() else "test"
+    calibration = calibration_windows(model, spec, root, split, frames)
+    export_graphs(model, spec, model.num_classes, ["target"], folder, graphs=("frame", "detect"),
+                  calibration=calibration)
+    return OnnxBackend(folder, ("stream",), "cpu", torch.get_num_threads()), calibration
+
+
+def measure_evaluation(model: Network, device: torch.device, spec: ModelSpec, root: Path, frames: int,
+                       repeats: int, int8: bool = False) -> dict:
+    """The evaluation engine against the model alone (:func:`engine_against_model`) at batch 1 and 8, in PyTorch
+    and (``int8``) with the int8 graphs on ONNX Runtime, whose faster model makes the work around it count more;
+    and frames/s of decoding + letterbox alone."""
     ground_truth = read_coco(root / "annotations" / "instances_test2017.json", root)
     plan = plan_sequence_walk(ground_truth.records[:frames], spec.num_frame)
-    keys = sum(ref.is_key for ref in plan)
-    result = {}
-    for batch_size in (1, 8):
-        settings = DetectSettings(spec.input_shape, spec.num_frame, batch_size=batch_size, workers=2)
-        seconds = timed(lambda: list(detect_plan(model, plan, settings, progress=False)), device, repeats)
-        result[f"batch{batch_size}"] = keys / seconds
-        decoded = [FrameBatch(batch.images.to(device), batch.refs, batch.shapes)
-                   for batch in frame_batches(plan, spec.input_shape, batch_size, 0)]
-        with torch.no_grad():
-            model_seconds = timed(lambda: walk(model, decoded, "stream", None, spec.num_frame), device, repeats)
-        result[f"model_batch{batch_size}"] = keys / model_seconds
-        result[f"outside_model_batch{batch_size}"] = max(0.0, 1 - model_seconds / seconds)
-    seconds = timed(lambda: [None for _ in frame_batches(plan, spec.input_shape, 8, 2)], device, repeats)
+    engines = {"": model}
+    with tempfile.TemporaryDirectory(prefix="sstnet_bench_int8_") as folder:
+        if int8:
+            engines["int8_"] = int8_backend(model, spec, root, Path(folder))[0]
+        result = {}
+        for prefix, engine in engines.items():
+            for batch_size in (1, 8):
+                row = engine_against_model(engine, device, spec, plan, batch_size, repeats)
+                result[f"{prefix}batch{batch_size}"] = row["end_to_end"]
+                result[f"{prefix}model_batch{batch_size}"] = row["model"]
+                result[f"{prefix}outside_model_batch{batch_size}"] = row["outside"]
+    seconds = timed(lambda: [None for _ in frame_batches(plan, spec.input_shape, 8, 0)], device, repeats)
     result["decode_letterbox"] = len(plan) / seconds
     return result
+
+
+def measure_video(model: Network, device: torch.device, spec: ModelSpec, root: Path, frames: int,
+                  repeats: int) -> dict:
+    """Frames/s of ``vid_predict.py --mode video`` on an mp4 made of real frames, end to end (decoding it, letterbox,
+    model, NMS, drawing, encoding the annotated mp4; its defaults: batch 8, read-ahead where a core is spare),
+    against the model alone on the same frames decoded beforehand, and the share of the time outside the model."""
+    import contextlib
+    import io
+
+    import vid_predict
+    from utils.data.images import read_frame
+    from utils.infer.detector import Detector
+    from utils.infer.engine import TorchBackend
+    from utils.infer.sources import video_batches
+    from utils.infer.visualize import open_video
+    from utils.model_spec import TrainedModel
+
+    first = inference_batches(root, spec, frames)
+    with tempfile.TemporaryDirectory(prefix="sstnet_bench_video_") as folder:
+        source, out = Path(folder) / "frames.mp4", Path(folder) / "annotated.mp4"
+        with open_video(source, 25.0) as writer:
+            for batch in first:
+                writer.write(read_frame(batch.refs[0].path), str(batch.refs[0].path))
+        args = vid_predict.build_parser().parse_args(["--mode", "video", "--weights", "benchmark", "--source",
+                                                      str(source), "--out", str(out), "--quiet"])
+        vid_predict.check_detector_arguments(args)
+        settings = DetectSettings(spec.input_shape, spec.num_frame, batch_size=args.batch_size, workers=args.workers)
+        trained = TrainedModel("benchmark", spec.phi, spec.num_frame, spec.lstm_hidden, 1, spec.input_shape)
+        detector = Detector(TorchBackend(model), model, spec, trained, settings, device)
+
+        def annotate() -> None:
+            with contextlib.redirect_stdout(io.StringIO()):
+                vid_predict.annotate(args, detector, source, out, None, ["target"], {})
+
+        seconds = timed(annotate, device, repeats)
+        decoded = [FrameBatch(batch.images.to(device), batch.refs, batch.shapes)
+                   for batch in video_batches(source, spec.input_shape, args.batch_size, spec.num_frame)]
+        count = sum(len(batch.refs) for batch in decoded)
+        with torch.no_grad():
+            model_seconds = timed(lambda: walk(model, decoded, "stream", None, spec.num_frame), device, repeats)
+    return {"frames": count, "end_to_end": count / seconds, "model": count / model_seconds,
+            "outside": max(0.0, 1 - model_seconds / seconds)}
 
 
 def training_inputs(spec: ModelSpec, batch: int, device: torch.device):

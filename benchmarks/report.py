@@ -66,13 +66,22 @@ def markdown(entry: dict) -> str:
             lines.append(f"| {layout} | {row['compile']} | {row['stream_ms']:.2f} | {1000 / row['stream_ms']:.0f} | "
                          f"{step} |")
     evaluation = entry["evaluation"]
-    lines += ["", f"## Evaluation engine (vid_map_coco.py) at S = {evaluation['size']}", "",
-              f"- batch 1: {evaluation['batch1']:.1f} frames/s; batch 8: {evaluation['batch8']:.1f} frames/s",
-              *[f"- the model alone at batch {batch} (frames decoded beforehand): "
-                f"{evaluation[f'model_batch{batch}']:.1f} frames/s; end to end "
-                f"{100 * evaluation[f'outside_model_batch{batch}']:.0f} % of the time is spent outside the model"
-                for batch in (1, 8) if f"model_batch{batch}" in evaluation],
-              f"- frame decoding + letterbox with 2 workers: {evaluation['decode_letterbox']:.0f} frames/s", "",
+    lines += ["", f"## The whole pipeline against the model alone at S = {evaluation['size']}", "",
+              "| engine | batch | end to end (frames/s) | model alone (frames/s) | share outside the model |",
+              "| --- | --- | --- | --- | --- |"]
+    for prefix, engine in (("", "vid_map_coco.py, PyTorch float32"), ("int8_", "vid_map_coco.py, ONNX Runtime int8")):
+        lines += [f"| {engine} | {batch} | {evaluation[f'{prefix}batch{batch}']:.1f} | "
+                  f"{evaluation[f'{prefix}model_batch{batch}']:.1f} | "
+                  f"{100 * evaluation[f'{prefix}outside_model_batch{batch}']:.0f} % |"
+                  for batch in (1, 8) if f"{prefix}model_batch{batch}" in evaluation]
+    video = evaluation.get("video")
+    if video is not None:
+        lines.append(f"| vid_predict.py --mode video (mp4 of {video['frames']} frames), PyTorch float32 | 8 | "
+                     f"{video['end_to_end']:.1f} | {video['model']:.1f} | {100 * video['outside']:.0f} % |")
+    lines += ["", "End to end: frame decoding (workers for this machine's CPUs, else read ahead in a thread where "
+              "a core is spare), letterbox, model, decoding of the outputs, NMS (and for video: drawing and encoding "
+              "the annotated mp4); the model alone runs on the same frames decoded beforehand.",
+              f"Frame decoding + letterbox alone: {evaluation['decode_letterbox']:.0f} frames/s.", "",
               "## Model", "", f"- parameters: {entry['params'] / 1e6:.2f} M",
               f"- peak memory: {entry['peak_mem_mb']:.0f} MB "
               f"({'GPU allocated' if 'cuda' in entry['command'] else 'process RSS'})"]

@@ -25,9 +25,14 @@ def test_benchmark_smoke(tmp_path):
     assert any("identical" in check for check in entry["checks"])
     assert "| 64 |" in report.read_text()
     evaluation = entry["evaluation"]
-    assert all(0 <= evaluation[f"outside_model_batch{batch}"] < 1 and evaluation[f"model_batch{batch}"] > 0
-               for batch in (1, 8))
-    assert "spent outside the model" in report.read_text()
+    engines = ("", "int8_") if onnx else ("",)
+    assert all(0 <= evaluation[f"{prefix}outside_model_batch{batch}"] < 1
+               and evaluation[f"{prefix}model_batch{batch}"] > 0 for prefix in engines for batch in (1, 8))
+    # vid_predict.py --mode video end to end on an mp4 of the test frames (3 frames asked, 4 x 3 walked).
+    video = evaluation["video"]
+    assert video["frames"] == 12 and video["end_to_end"] > 0 and 0 <= video["outside"] < 1
+    assert "share outside the model" in report.read_text() and "| vid_predict.py --mode video" in report.read_text()
+    assert ("ONNX Runtime int8 | 8 |" in report.read_text()) == onnx
     # The distance to the limit: the dominant convolution found and timed, each engine a fraction of its rate.
     limit = entry["limits"]["64"]
     assert "conv" in limit["op"] and limit["conv_float32"] > 0 and limit["gemm_float32"] > 0

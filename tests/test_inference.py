@@ -106,3 +106,63 @@ def test_compiled_backend_streams_the_same_outputs(tmp_path):
     for eager, compiled in zip(outputs[None], outputs["reduce-overhead"]):
         assert relative_error(compiled, eager) <= 1e-4
     assert relative_error(outputs[None][4], outputs[None][1]) > 0.01  # the frames differ, so the check has teeth
+
+
+@pytest.mark.parametrize("read_ahead", [False, True])
+def test_end_to_end_engine_gives_the_model_only_detections(tmp_path, tiny_model, monkeypatch, read_ahead):
+    """detect_plan (decoding, read ahead in a thread where a core is spare, model, NMS) returns exactly what the
+    model alone gives on frames decoded beforehand, followed by the same postprocessing."""
+    import utils.infer.sources as sources
+    from utils.infer.engine import postprocess
+
+    monkeypatch.setattr(sources, "spare_core", lambda workers: read_ahead)
+    tiny_model.set_computation("fast")
+    rng = np.random.default_rng(7)
+    moving_sequence(tmp_path / "s", 9, rng)
+    plan = plan_sequence_walk(records(tmp_path / "s", range(9)), num_frame=3)
+    settings = DetectSettings((64, 96), 3, conf=0.01, nms=0.5, batch_size=4)
+    engine = [(item.ref.number, detections) for item, detections in detect_plan(tiny_model, plan, settings,
+                                                                                 progress=False)]
+    detector = SequenceDetector(tiny_model, num_frame=3)
+    outputs = [item for batch in list(frame_batches(plan, (64, 96), 4, 0)) for item in detector.process(batch)]
+    alone = list(zip([item.ref.number for item in outputs], postprocess(outputs, settings)))
+    assert [number for number, _ in engine] == list(range(9)) and sum(len(d) for _, d in engine) > 0
+    for (number, found), (expected_number, expected) in zip(engine, alone):
+        assert number == expected_number
+        np.testing.assert_array_equal(found, expected)
+
+
+def test_read_ahead_keeps_order_raises_in_place_and_stops_its_thread():
+    import threading
+
+    from utils.errors import SSTNetError
+    from utils.infer.sources import read_ahead
+
+    assert list(read_ahead(iter(range(50)), depth=3)) == list(range(50))
+
+    def failing():
+        yield 1
+        yield 2
+        raise SSTNetError("frame 3: not a readable image")
+
+    received = []
+    with pytest.raises(SSTNetError, match="frame 3"):
+        for item in read_ahead(failing()):
+            received.append(item)
+    assert received == [1, 2]
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            number = 0
+            while True:
+                yield number
+                number += 1
+        finally:
+            closed.set()
+
+    ahead = read_ahead(endless(), depth=2)
+    assert [next(ahead) for _ in range(5)] == [0, 1, 2, 3, 4]
+    ahead.close()  # a consumer leaving early (a stop, an error downstream)
+    assert closed.wait(5) and not any(thread.name == "read-ahead" for thread in threading.enumerate())

@@ -29,7 +29,7 @@ from ..boxes import decode_outputs, non_max_suppression
 from ..data.images import NonFiniteFrames
 from ..model_spec import ModelSpec
 from ..runtime.device import autocast
-from .sources import FrameBatch, FrameRef, frame_batches
+from .sources import FrameBatch, FrameRef, decode_ahead, frame_batches
 
 MODES = ("stream", "window")
 
@@ -203,8 +203,8 @@ def detect_plan(model: torch.nn.Module | InferenceBackend, plan: Sequence[FrameR
                 progress: bool = True, desc: str = "detect",
                 keep_original: bool = False) -> Iterator[tuple[KeyFrameOutput, np.ndarray]]:
     """:func:`detect_batches` over the frames of a walk plan, decoded in ``settings.workers`` processes."""
-    batches = frame_batches(plan, settings.input_shape, settings.batch_size, settings.workers, keep_original,
-                            settings.letterbox)
+    batches = decode_ahead(frame_batches(plan, settings.input_shape, settings.batch_size, settings.workers,
+                                         keep_original, settings.letterbox), settings.workers)
     return detect_batches(model, batches, settings, len(plan), progress, desc)
 
 

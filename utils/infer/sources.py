@@ -4,11 +4,13 @@ in index order), folders of frames, video files, cameras and streams, decoded an
 from __future__ import annotations
 
 import os
+import queue
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Sequence, TypeVar
 
 import cv2
 import numpy as np
@@ -21,6 +23,9 @@ from ..data.images import IMAGE_SUFFIXES, decode_frame
 from ..data.preprocess import preprocess_frame
 from ..data.sequence import SequenceFolders, frame_number, window_numbers
 from ..errors import SSTNetError, report
+from ..runtime.cpus import available_cpus
+
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,63 @@ def frame_batches(plan: Sequence[FrameRef], input_shape: tuple[int, int], batch_
         yield FrameBatch(torch.from_numpy(np.stack([item[0] for item in items])),
                          [plan[item[1]] for item in items], [item[2] for item in items], [item[3] for item in items],
                          [str(plan[item[1]].path) for item in items if item[4]])
+
+
+def spare_core(workers: int) -> bool:
+    """Whether decoding may run beside the compute: no decoding workers, and fewer compute threads than CPUs (with
+    every CPU computing, another busy thread stalls each OpenMP barrier instead)."""
+    return workers == 0 and torch.get_num_threads() < available_cpus()
+
+
+def read_ahead(items: Iterator[Item], depth: int = 2) -> Iterator[Item]:
+    """Yield ``items`` while a thread produces up to ``depth`` of them ahead: frame decoding (OpenCV, NumPy and
+    file reads release the GIL) overlaps the model on a spare core, with no process or copy between them. An
+    error of the producer is raised here, after the items before it; leaving early stops the thread."""
+    handoff: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    finished = object()
+
+    def offer(entry: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((item, None)):
+                    return
+            offer((finished, None))
+        except BaseException as error:  # handed over, raised in the consumer
+            offer((None, error))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    producer = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item, error = handoff.get()
+            if error is not None:
+                raise error
+            if item is finished:
+                return
+            yield item
+    finally:
+        stop.set()
+        producer.join()
+
+
+def decode_ahead(batches: Iterator[FrameBatch], workers: int) -> Iterator[FrameBatch]:
+    """``batches`` decoded ahead in a thread (:func:`read_ahead`) where a core is spare (:func:`spare_core`), else as
+    they are."""
+    return read_ahead(batches) if spare_core(workers) else batches
 
 
 def video_frame_count(path: str | os.PathLike) -> int:
