@@ -46,7 +46,7 @@ from utils.runtime.model_options import add_model_arguments, resolve_spec  # noq
 from benchmarks.measure import (benchmark_data, check_training, device_name, flop_counts,  # noqa: E402
                                 make_model, measure_evaluation, measure_inference, measure_variants, measure_video,
                                 onnx_runtime_version, peak_memory_mb, time_training)
-from benchmarks.peak import attainable, dominant_conv  # noqa: E402
+from benchmarks.peak import attainable, ceiling_convs  # noqa: E402
 from benchmarks.report import markdown, write_report  # noqa: E402
 
 
@@ -108,9 +108,10 @@ def run_benchmark(args, device, amp_dtype, specs, repeats, frames, root, argv) -
     if device.type == "cpu":
         limits = {}
         for spec in specs:
-            shape = dominant_conv(models["fast"], spec.input_shape)
-            limits[spec.input_size] = {"op": shape.describe(),
-                                       **attainable(shape, repeats, int8=onnx_version is not None)}
+            dominant, *others = ceiling_convs(models["fast"], spec.input_shape)
+            rates = {shape: attainable(shape, repeats, int8=onnx_version is not None) for shape in (dominant, *others)}
+            limits[spec.input_size] = {"op": dominant.describe(), **rates[dominant],
+                                       "others": [{"op": shape.describe(), **rates[shape]} for shape in others]}
     evaluation = measure_evaluation(models["fast"], device, specs[0], root, 4 * frames, max(1, repeats // 2),
                                     int8=onnx_version is not None)
     evaluation["size"] = specs[0].input_size

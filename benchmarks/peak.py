@@ -2,10 +2,12 @@
 
 The dominant operation is the dense convolution of the streaming engine's per-frame work with the most FLOPs, at
 its exact shape (channels, kernel, stride, input map); the GEMM is the same work as one matrix product (M = output
-positions, K = input channels × kernel area, N = output channels). Each is timed in float32 (PyTorch), bf16
-(PyTorch, only where the CPU multiplies bf16 natively) and int8 (ONNX Runtime, the QDQ form export_onnx.py --int8
-writes: uint8 activations × int8 weights). An engine's fraction of the limit is its per-frame GFLOPs divided by
-its time per frame, over the attainable rate of the convolution in its precision.
+positions, K = input channels × kernel area, N = output channels). A thin dominant layer can run below what the
+machine does on the model's wider ones, so the next convolutions by FLOPs and the widest one are timed too, and the
+ceiling in each precision is the best rate over them all. Each is timed in float32 (PyTorch), bf16 (PyTorch, only
+where the CPU multiplies bf16 natively) and int8 (ONNX Runtime, the QDQ form export_onnx.py --int8 writes: uint8
+activations × int8 weights). An engine's fraction of the limit is its per-frame GFLOPs divided by its time per
+frame, over that ceiling in its precision.
 """
 from __future__ import annotations
 
@@ -57,15 +59,16 @@ def native_bf16() -> bool:
     return any(flag in flags for flag in NATIVE_BF16_FLAGS)
 
 
-def dominant_conv(model: nn.Module, input_shape: tuple[int, int]) -> ConvShape:
-    """The dense (groups = 1) convolution with the most FLOPs in one frame's pass through ``model.frame_features``."""
-    found: list[ConvShape] = []
+def model_convs(model: nn.Module, input_shape: tuple[int, int]) -> list[ConvShape]:
+    """The distinct dense (groups = 1) convolutions of one frame's pass through ``model.frame_features``, most
+    FLOPs first."""
+    found: set[ConvShape] = set()
 
     def record(module: nn.Conv2d, inputs, output) -> None:
         if module.groups == 1:
             height, width = inputs[0].shape[-2:]
-            found.append(ConvShape(module.in_channels, module.out_channels, module.kernel_size[0], module.stride[0],
-                                   int(height), int(width)))
+            found.add(ConvShape(module.in_channels, module.out_channels, module.kernel_size[0], module.stride[0],
+                                int(height), int(width)))
 
     hooks = [module.register_forward_hook(record) for module in model.modules() if isinstance(module, nn.Conv2d)]
     try:
@@ -74,7 +77,16 @@ def dominant_conv(model: nn.Module, input_shape: tuple[int, int]) -> ConvShape:
     finally:
         for hook in hooks:
             hook.remove()
-    return max(found, key=lambda shape: shape.flops)
+    return sorted(found, key=lambda shape: (-shape.flops, shape.describe()))
+
+
+def ceiling_convs(model: nn.Module, input_shape: tuple[int, int], count: int = 3) -> list[ConvShape]:
+    """The shapes the ceiling is taken over: the ``count`` convolutions with the most FLOPs (the dominant first) and
+    the widest one (the most multiply-adds per output position), which a thin dominant layer may run far below."""
+    shapes = model_convs(model, input_shape)
+    chosen = shapes[:count]
+    widest = max(shapes, key=lambda shape: (shape.in_channels * shape.kernel ** 2 * shape.out_channels, shape.flops))
+    return chosen + ([widest] if widest not in chosen else [])
 
 
 def _int8_session(module: nn.Module, example: torch.Tensor, threads: int):

@@ -110,21 +110,28 @@ ENGINE_PRECISIONS = (("stream", "PyTorch streaming float32", "float32"),
 
 
 def limits_section(entry: dict) -> list[str]:
-    """The attainable GFLOP/s on the dominant convolution and GEMM, and each engine's fraction of it."""
+    """The attainable GFLOP/s on the dominant convolution and GEMM (and on the model's other large and widest
+    convolutions), and each engine's fraction of the best convolution rate in its precision."""
     lines = ["", "## Distance to the limit (GFLOP/s, multiply-add = 2)", ""]
+    precisions = ("float32", "bf16", "int8")
     for size, limit in entry["limits"].items():
+        convs = [limit, *limit.get("others", [])]
         lines += [f"S={size}, dominant operation: {limit['op']}", "",
                   "| operation | float32 | bf16 | int8 |", "| --- | --- | --- | --- |"]
-        for op in ("conv", "gemm"):
-            cells = [f"{limit[f'{op}_{p}']:.0f}" if f"{op}_{p}" in limit else "–" for p in ("float32", "bf16", "int8")]
-            lines.append(f"| {op} | " + " | ".join(cells) + " |")
-        lines += ["", "| engine | ms per frame | GFLOP/s | fraction of the conv's attainable rate |",
+        rows = [("dominant conv", "conv", limit), ("its GEMM", "gemm", limit)]
+        rows += [(conv["op"], "conv", conv) for conv in convs[1:]]
+        for name, op, rates in rows:
+            cells = [f"{rates[f'{op}_{p}']:.0f}" if f"{op}_{p}" in rates else "–" for p in precisions]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        ceiling = {p: max(conv[f"conv_{p}"] for conv in convs if f"conv_{p}" in conv)
+                   for p in precisions if any(f"conv_{p}" in conv for conv in convs)}
+        lines += ["", "| engine | ms per frame | GFLOP/s | fraction of the best conv rate in its precision |",
                   "| --- | --- | --- | --- |"]
         gflops = entry["gflops"][size]["stream_per_frame"]
         row = entry["inference"][size]
         for key, name, precision in ENGINE_PRECISIONS:
-            if key in row and f"conv_{precision}" in limit:
+            if key in row and precision in ceiling:
                 rate = gflops / (row[key] / 1000)
-                lines.append(f"| {name} | {row[key]:.1f} | {rate:.0f} | {rate / limit[f'conv_{precision}']:.0%} |")
+                lines.append(f"| {name} | {row[key]:.1f} | {rate:.0f} | {rate / ceiling[precision]:.0%} |")
         lines.append("")
     return lines
