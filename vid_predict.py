@@ -171,8 +171,7 @@ def annotate(args: argparse.Namespace, detector: Detector, source: Path | int | 
     import numpy as np
 
     from utils.infer.engine import detect_batches, detect_plan
-    from utils.infer.sources import (capture_batches, decode_ahead, folder_frames, plan_frames, video_batches,
-                                     video_frame_count)
+    from utils.infer.sources import capture_batches, folder_frames, plan_frames, video_batches, video_frame_count
     from utils.infer.visualize import FrameWindow, capture_fps, crops, draw_frame, open_video, save_png, source_fps
     from utils.runtime.fileio import ensure_dir
     from utils.runtime.signals import StopRequest
@@ -189,8 +188,8 @@ def annotate(args: argparse.Namespace, detector: Detector, source: Path | int | 
         print(f"reading {name}; Ctrl-C or SIGTERM stops and keeps the video", flush=True)
     elif is_video_file(source):
         fps = source_fps(source)
-        batches = decode_ahead(video_batches(source, settings.input_shape, settings.batch_size, num_frame,
-                                             settings.letterbox, settings.frame_step), settings.workers)
+        batches = video_batches(source, settings.input_shape, settings.batch_size, num_frame, settings.letterbox,
+                                settings.frame_step)
         results = detect_batches(backend, batches, settings, video_frame_count(source), not args.quiet,
                                  desc=args.mode)
     else:

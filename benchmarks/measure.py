@@ -285,7 +285,7 @@ def measure_evaluation(model: Network, device: torch.device, spec: ModelSpec, ro
 def measure_video(model: Network, device: torch.device, spec: ModelSpec, root: Path, frames: int,
                   repeats: int) -> dict:
     """Frames/s of ``vid_predict.py --mode video`` on an mp4 made of real frames, end to end (decoding it, letterbox,
-    model, NMS, drawing, encoding the annotated mp4; its defaults: batch 8, read-ahead where a core is spare),
+    model, NMS, drawing, encoding the annotated mp4; batch 8, its default),
     against the model alone on the same frames decoded beforehand, and the share of the time outside the model."""
     import contextlib
     import io
