@@ -181,8 +181,11 @@ real-figures: $(STAMP)
 	$(PY) vid_predict.py --weights $(REAL_WEIGHTS) --source $(REAL_VIDEO_DATA)/images/test/IR_DRONE_152/150.png \
 		--gt $(REAL_VIDEO_DATA)/annotations/instances_test2017.json --conf 0.3 --out readme/real_drone_frame.png --quiet
 
+# The suite in TEST_WORKERS processes (pytest-xdist; a test file stays in one process, so its fixtures are built
+# once), each with one compute thread: two threads per process on shared cores would stall every OpenMP barrier.
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 # Released computation against ours on this machine; writes readme/benchmarks.md and readme/benchmarks.json.
 bench: $(STAMP)

@@ -43,9 +43,9 @@ from utils.runtime.device import apply_threads, check_amp, select_device  # noqa
 from utils.runtime.entry import run_cli  # noqa: E402
 from utils.runtime.model_options import add_model_arguments, resolve_spec  # noqa: E402
 
-from benchmarks.measure import (benchmark_data, check_training, device_name, flop_counts,  # noqa: E402
-                                make_model, measure_evaluation, measure_inference, measure_variants, measure_video,
-                                onnx_runtime_version, peak_memory_mb, time_training)
+from benchmarks.measure import (SHIPPED_WEIGHTS, benchmark_data, check_training, device_name,  # noqa: E402
+                                flop_counts, make_model, measure_evaluation, measure_inference, measure_variants,
+                                measure_video, onnx_runtime_version, peak_memory_mb, shipped_model, time_training)
 from benchmarks.peak import attainable, ceiling_convs  # noqa: E402
 from benchmarks.report import markdown, write_report  # noqa: E402
 
@@ -112,10 +112,12 @@ def run_benchmark(args, device, amp_dtype, specs, repeats, frames, root, argv) -
             rates = {shape: attainable(shape, repeats, int8=onnx_version is not None) for shape in (dominant, *others)}
             limits[spec.input_size] = {"op": dominant.describe(), **rates[dominant],
                                        "others": [{"op": shape.describe(), **rates[shape]} for shape in others]}
-    evaluation = measure_evaluation(models["fast"], device, specs[0], root, 4 * frames, max(1, repeats // 2),
+    pipeline, pipeline_spec = shipped_model(device)
+    evaluation = measure_evaluation(pipeline, device, pipeline_spec, root, 4 * frames, max(1, repeats // 2),
                                     int8=onnx_version is not None)
-    evaluation["size"] = specs[0].input_size
-    evaluation["video"] = measure_video(models["fast"], device, specs[0], root, 4 * frames, max(1, repeats // 2))
+    evaluation["size"] = pipeline_spec.input_size
+    evaluation["model"] = f"{SHIPPED_WEIGHTS.name} (phi {pipeline_spec.phi}, frame step {pipeline_spec.frame_step})"
+    evaluation["video"] = measure_video(pipeline, device, pipeline_spec, root, 4 * frames, max(1, repeats // 2))
     gflops = {spec.input_size: flop_counts(models, device, spec) for spec in specs}
     train_specs = specs if device.type == "cuda" or not args.quick else specs[:1]
     train_step = {spec.input_size: time_training(models, device, spec, args.train_batch, repeats, args.amp, amp_dtype)

@@ -94,9 +94,10 @@ def inference_batches(root: Path, spec: ModelSpec, frames: int) -> list[FrameBat
     return list(frame_batches(plan_sequence_walk(records, spec.num_frame), spec.input_shape, 1, 0))
 
 
-def walk(model, batches: list[FrameBatch], mode: str, amp_dtype, num_frame: int | None = None) -> list:
+def walk(model, batches: list[FrameBatch], mode: str, amp_dtype, num_frame: int | None = None,
+         frame_step: int = 1) -> list:
     """The engine's raw outputs over ``batches`` with ``model`` (a Network, or a backend with ``num_frame``)."""
-    detector = SequenceDetector(model, num_frame or model.num_frame, mode, amp_dtype)
+    detector = SequenceDetector(model, num_frame or model.num_frame, mode, amp_dtype, frame_step)
     outputs = []
     for batch in batches:
         outputs.extend(detector.process(batch))
@@ -226,6 +227,22 @@ def measure_inference(models: dict, device: torch.device, specs: list[ModelSpec]
     return results, checks
 
 
+SHIPPED_WEIGHTS = REPO / "weights" / "sstnet_nano_ir.pth"
+
+
+def shipped_model(device: torch.device) -> tuple[Network, ModelSpec]:
+    """The shipped real-data model and its spec. The whole pipeline is timed with it: a trained model's few
+    detections per frame are what NMS and drawing meet in use, where the untrained benchmark model gives about a
+    thousand per frame at the evaluation's confidence threshold."""
+    from nets.weights import read_trained_weights
+    from utils.infer.engine import build_model
+
+    trained, state = read_trained_weights(SHIPPED_WEIGHTS)
+    spec = ModelSpec(trained.phi, trained.num_frame, trained.input_shape, trained.lstm_hidden,
+                     frame_step=trained.frame_step)
+    return build_model(spec, trained.num_classes, state, device, str(SHIPPED_WEIGHTS)), spec
+
+
 def engine_against_model(model, device: torch.device, spec: ModelSpec, plan: list, batch_size: int,
                          repeats: int) -> dict:
     """Key frames/s of the vid_map_coco.py engine end to end with ``model`` (a Network or a backend) at its default
@@ -235,12 +252,14 @@ def engine_against_model(model, device: torch.device, spec: ModelSpec, plan: lis
     from utils.runtime.cpus import default_workers
 
     keys = sum(ref.is_key for ref in plan)
-    settings = DetectSettings(spec.input_shape, spec.num_frame, batch_size=batch_size, workers=default_workers())
+    settings = DetectSettings(spec.input_shape, spec.num_frame, batch_size=batch_size, workers=default_workers(),
+                              frame_step=spec.frame_step)
     seconds = timed(lambda: list(detect_plan(model, plan, settings, progress=False)), device, repeats)
     decoded = [FrameBatch(batch.images.to(device), batch.refs, batch.shapes)
                for batch in frame_batches(plan, spec.input_shape, batch_size, 0)]
     with torch.no_grad():
-        model_seconds = timed(lambda: walk(model, decoded, "stream", None, spec.num_frame), device, repeats)
+        model_seconds = timed(lambda: walk(model, decoded, "stream", None, spec.num_frame, spec.frame_step), device,
+                              repeats)
     return {"end_to_end": keys / seconds, "model": keys / model_seconds,
             "outside": max(0.0, 1 - model_seconds / seconds)}
 
@@ -265,7 +284,7 @@ def measure_evaluation(model: Network, device: torch.device, spec: ModelSpec, ro
     and (``int8``) with the int8 graphs on ONNX Runtime, whose faster model makes the work around it count more;
     and frames/s of decoding + letterbox alone."""
     ground_truth = read_coco(root / "annotations" / "instances_test2017.json", root)
-    plan = plan_sequence_walk(ground_truth.records[:frames], spec.num_frame)
+    plan = plan_sequence_walk(ground_truth.records[:frames], spec.num_frame, frame_step=spec.frame_step)
     engines = {"": model}
     with tempfile.TemporaryDirectory(prefix="sstnet_bench_int8_") as folder:
         if int8:
@@ -307,8 +326,10 @@ def measure_video(model: Network, device: torch.device, spec: ModelSpec, root: P
         args = vid_predict.build_parser().parse_args(["--mode", "video", "--weights", "benchmark", "--source",
                                                       str(source), "--out", str(out), "--quiet"])
         vid_predict.check_detector_arguments(args)
-        settings = DetectSettings(spec.input_shape, spec.num_frame, batch_size=args.batch_size, workers=args.workers)
-        trained = TrainedModel("benchmark", spec.phi, spec.num_frame, spec.lstm_hidden, 1, spec.input_shape)
+        settings = DetectSettings(spec.input_shape, spec.num_frame, args.conf, args.nms, batch_size=args.batch_size,
+                                  workers=args.workers, frame_step=spec.frame_step)
+        trained = TrainedModel("benchmark", spec.phi, spec.num_frame, spec.lstm_hidden, 1, spec.input_shape,
+                               frame_step=spec.frame_step)
         detector = Detector(TorchBackend(model), model, spec, trained, settings, device)
 
         def annotate() -> None:
@@ -317,10 +338,12 @@ def measure_video(model: Network, device: torch.device, spec: ModelSpec, root: P
 
         seconds = timed(annotate, device, repeats)
         decoded = [FrameBatch(batch.images.to(device), batch.refs, batch.shapes)
-                   for batch in video_batches(source, spec.input_shape, args.batch_size, spec.num_frame)]
+                   for batch in video_batches(source, spec.input_shape, args.batch_size, spec.num_frame,
+                                              frame_step=spec.frame_step)]
         count = sum(len(batch.refs) for batch in decoded)
         with torch.no_grad():
-            model_seconds = timed(lambda: walk(model, decoded, "stream", None, spec.num_frame), device, repeats)
+            model_seconds = timed(lambda: walk(model, decoded, "stream", None, spec.num_frame, spec.frame_step),
+                                  device, repeats)
     return {"frames": count, "end_to_end": count / seconds, "model": count / model_seconds,
             "outside": max(0.0, 1 - model_seconds / seconds)}
 

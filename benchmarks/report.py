@@ -66,7 +66,8 @@ def markdown(entry: dict) -> str:
             lines.append(f"| {layout} | {row['compile']} | {row['stream_ms']:.2f} | {1000 / row['stream_ms']:.0f} | "
                          f"{step} |")
     evaluation = entry["evaluation"]
-    lines += ["", f"## The whole pipeline against the model alone at S = {evaluation['size']}", "",
+    model = f", {evaluation['model']}" if "model" in evaluation else ""
+    lines += ["", f"## The whole pipeline against the model alone at S = {evaluation['size']}{model}", "",
               "| engine | batch | end to end (frames/s) | model alone (frames/s) | share outside the model |",
               "| --- | --- | --- | --- | --- |"]
     for prefix, engine in (("", "vid_map_coco.py, PyTorch float32"), ("int8_", "vid_map_coco.py, ONNX Runtime int8")):
