@@ -304,8 +304,8 @@ def measure_evaluation(model: Network, device: torch.device, spec: ModelSpec, ro
 def measure_video(model: Network, device: torch.device, spec: ModelSpec, root: Path, frames: int,
                   repeats: int) -> dict:
     """Frames/s of ``vid_predict.py --mode video`` on an mp4 made of real frames, end to end (decoding it, letterbox,
-    model, NMS, drawing, encoding the annotated mp4; batch 8, its default),
-    against the model alone on the same frames decoded beforehand, and the share of the time outside the model."""
+    model, NMS, drawing, encoding the annotated mp4; the script's defaults), against the model alone on the same
+    frames decoded beforehand, and the share of the time outside the model."""
     import contextlib
     import io
 
@@ -328,8 +328,8 @@ def measure_video(model: Network, device: torch.device, spec: ModelSpec, root: P
         vid_predict.check_detector_arguments(args)
         settings = DetectSettings(spec.input_shape, spec.num_frame, args.conf, args.nms, batch_size=args.batch_size,
                                   workers=args.workers, frame_step=spec.frame_step)
-        trained = TrainedModel("benchmark", spec.phi, spec.num_frame, spec.lstm_hidden, 1, spec.input_shape,
-                               frame_step=spec.frame_step)
+        trained = TrainedModel("benchmark", spec.phi, spec.num_frame, spec.lstm_hidden, model.num_classes,
+                               spec.input_shape, frame_step=spec.frame_step)
         detector = Detector(TorchBackend(model), model, spec, trained, settings, device)
 
         def annotate() -> None:

@@ -116,8 +116,9 @@ class _Matmul(nn.Module):
         return x @ self.weight
 
 
-def attainable(shape: ConvShape, repeats: int, int8: bool = True) -> dict[str, float]:
-    """GFLOP/s attained on ``shape``'s convolution and its GEMM: float32, bf16 (where native), int8 (ONNX Runtime).
+def attainable(shape: ConvShape, repeats: int, int8: bool = True, gemm: bool = True) -> dict[str, float]:
+    """GFLOP/s attained on ``shape``'s convolution and (``gemm``) its GEMM: float32, bf16 (where native), int8 (ONNX
+    Runtime).
 
     Threads: PyTorch's current setting, for both libraries."""
     threads = torch.get_num_threads()
@@ -132,16 +133,19 @@ def attainable(shape: ConvShape, repeats: int, int8: bool = True) -> dict[str, f
     rates = {}
     with torch.no_grad():
         rates["conv_float32"] = shape.flops / timed(lambda: conv(image), cpu, repeats) / 1e9
-        rates["gemm_float32"] = 2 * m * k * n / timed(lambda: matmul(rows), cpu, repeats) / 1e9
+        if gemm:
+            rates["gemm_float32"] = 2 * m * k * n / timed(lambda: matmul(rows), cpu, repeats) / 1e9
         if native_bf16():
             conv_bf16 = copy.deepcopy(conv).to(torch.bfloat16, memory_format=torch.channels_last)
             image_bf16 = image.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
             rates["conv_bf16"] = shape.flops / timed(lambda: conv_bf16(image_bf16), cpu, repeats) / 1e9
-            matmul_bf16, rows_bf16 = copy.deepcopy(matmul).to(torch.bfloat16), rows.to(torch.bfloat16)
-            rates["gemm_bf16"] = 2 * m * k * n / timed(lambda: matmul_bf16(rows_bf16), cpu, repeats) / 1e9
+            if gemm:
+                matmul_bf16, rows_bf16 = copy.deepcopy(matmul).to(torch.bfloat16), rows.to(torch.bfloat16)
+                rates["gemm_bf16"] = 2 * m * k * n / timed(lambda: matmul_bf16(rows_bf16), cpu, repeats) / 1e9
     if int8:
         session, feed = _int8_session(conv, image, threads)
         rates["conv_int8"] = shape.flops / timed(lambda: session.run(None, feed), cpu, repeats) / 1e9
-        session, feed = _int8_session(matmul, rows, threads)
-        rates["gemm_int8"] = 2 * m * k * n / timed(lambda: session.run(None, feed), cpu, repeats) / 1e9
+        if gemm:
+            session, feed = _int8_session(matmul, rows, threads)
+            rates["gemm_int8"] = 2 * m * k * n / timed(lambda: session.run(None, feed), cpu, repeats) / 1e9
     return {name: float(np.round(rate, 2)) for name, rate in rates.items()}
