@@ -23,7 +23,8 @@ import argparse
 from pathlib import Path
 
 from utils.deploy.onnx_format import DEFAULT_OPSET, MIN_OPSET
-from utils.deploy.onnx_int8 import DEFAULT_CALIBRATION_FRAMES, DEFAULT_FLOAT_MODULES
+from utils.deploy.onnx_int8 import (CALIBRATION_METHODS, DEFAULT_CALIBRATION_FRAMES, DEFAULT_FLOAT_MODULES,
+                                   DEFAULT_PERCENTILE)
 from utils.runtime.cli import make_parser
 from utils.runtime.entry import run_cli
 from utils.runtime.model_options import add_model_arguments
@@ -49,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="--int8: the split of --calibration read (annotations/instances_<split>2017.json)")
     parser.add_argument("--calibration-frames", type=int, default=DEFAULT_CALIBRATION_FRAMES,
                         help="--int8: key frames, spread evenly over the split, whose windows calibrate")
+    parser.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default=None,
+                        help="--int8: how each activation's range is set from the calibration windows: its min/max, "
+                             "or clipped at --calibration-percentile of its values (default: minmax)")
+    parser.add_argument("--calibration-percentile", type=float, default=None,
+                        help=f"--int8 --calibration-method percentile: the percentile of each activation's values "
+                             f"its range keeps (default: {DEFAULT_PERCENTILE:g})")
     parser.add_argument("--float-modules", nargs="*", default=list(DEFAULT_FLOAT_MODULES), metavar="MODULE",
                         help="--int8: modules of the model (path prefixes, as in the state dict, after 'model.') "
                              "kept in float; none: quantize everything (default: the head's final predictions)")
@@ -66,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from nets.weights import read_trained_weights
     from utils.deploy.onnx_export import check_opset, export_graphs
+    from utils.deploy.onnx_int8 import Quantization
     from utils.infer.engine import build_model
     from utils.runtime.device import apply_threads, select_device
     from utils.runtime.fileio import check_output
@@ -78,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
                           "only for --int8")
     if args.int8 and args.half:
         raise SSTNetError("--int8 and --half: choose one precision (int8 for CPUs, float16 for GPUs)")
+    if not args.int8 and (args.calibration_method or args.calibration_percentile is not None):
+        raise SSTNetError("--calibration-method and --calibration-percentile are only for --int8")
+    if args.calibration_percentile is not None and args.calibration_method != "percentile":
+        raise SSTNetError("--calibration-percentile is only for --calibration-method percentile")
+    float_modules = tuple("model." + name.removeprefix("model.") for name in args.float_modules if name != "none")
+    quantization = Quantization(float_modules, args.calibration_method or "minmax",
+                                DEFAULT_PERCENTILE if args.calibration_percentile is None
+                                else args.calibration_percentile)
     if args.calibration_frames < 1:
         raise SSTNetError(f"--calibration-frames {args.calibration_frames}: must be at least 1")
     for folder in args.calibration or []:
@@ -101,10 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         from utils.infer.calibration import calibration_windows
         calibration = calibration_windows(model, spec, args.calibration, args.calibration_split,
                                           args.calibration_frames)
-    float_modules = ["model." + name.removeprefix("model.") for name in args.float_modules if name != "none"]
     written = export_graphs(model, spec, trained.num_classes, trained.labels, args.out, args.opset,
                             args.dynamic_batch, args.half, window_computation=spec.computation,
-                            calibration=calibration, float_modules=float_modules)
+                            calibration=calibration, quantization=quantization)
     for item in written:
         if args.int8:
             check = f"int8 within {item.difference:.1e} of float32 on the calibration windows (max relative)"
@@ -116,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     precision = "int8" if args.int8 else "float16" if args.half else "float32"
     print(f"phi {spec.phi}, T {spec.num_frame}, input {spec.input_size}, {trained.num_classes} class(es), "
           f"{'dynamic batch' if args.dynamic_batch else 'batch 1'}, {precision}"
-          + (f", calibrated on {calibration.source}" if calibration else ""))
+          + (f", calibrated on {calibration.source} ({quantization.describe()})" if calibration else ""))
     return 0
 
 

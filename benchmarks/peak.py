@@ -96,12 +96,12 @@ def _int8_session(module: nn.Module, example: torch.Tensor, threads: int):
 
     from utils.deploy.onnx_backend import session_options
     from utils.deploy.onnx_export import quiet_exporter
-    from utils.deploy.onnx_int8 import quantize_graph
+    from utils.deploy.onnx_int8 import Quantization, quantize_graph
 
     with quiet_exporter():
         proto = torch.onnx.export(module.eval(), (example,), dynamo=True, input_names=["x"], verbose=False).model_proto
     feeds = [{"x": torch.randn_like(example).numpy()} for _ in range(4)]
-    quantized = quantize_graph(proto, feeds, ())
+    quantized = quantize_graph(proto, feeds, Quantization(float_modules=()))
     session = ort.InferenceSession(quantized.SerializeToString(), session_options(ort, threads),
                                    providers=["CPUExecutionProvider"])
     return session, feeds[0]

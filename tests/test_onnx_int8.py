@@ -47,6 +47,7 @@ def test_int8_export_through_the_command_line(tiny_weights, daub_real, tmp_path)
         proto = onnx.load(str(out / f"{graph}.onnx"))
         props = {entry.key: entry.value for entry in proto.metadata_props}
         assert props["precision"] == "int8" and "train, 6 key frames" in props["calibration"]
+        assert props["calibration_method"] == "minmax"
         ops = [node.op_type for node in proto.graph.node]
         assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10
     # The head's final predictions stay float: their convolutions read float weights, not dequantized ones.
@@ -68,6 +69,10 @@ def test_int8_export_through_the_command_line(tiny_weights, daub_real, tmp_path)
     (["--int8", "--calibration", "{weights}"], "not a folder"),
     (["--int8", "--calibration", "{daub}", "--calibration-split", "val"], "no annotations/instances_val2017.json"),
     (["--int8", "--calibration", "{daub}", "--calibration-frames", "0"], "--calibration-frames 0"),
+    (["--calibration-method", "percentile"], "only for --int8"),
+    (["--int8", "--calibration", "{daub}", "--calibration-percentile", "99.9"], "only for --calibration-method"),
+    (["--int8", "--calibration", "{daub}", "--calibration-method", "percentile", "--calibration-percentile", "40"],
+     "--calibration-percentile 40: must lie in (50, 100]"),
 ])
 def test_int8_refusals(tiny_weights, daub_real, tmp_path, argv, fragment):
     argv = [arg.format(daub=daub_real, weights=tiny_weights) for arg in argv]
@@ -107,3 +112,31 @@ def test_int8_graphs_of_the_shipped_model_find_what_float32_finds(daub_real, tmp
             for a, b in zip(found["float32"], found["int8"]) if len(a)]
     assert len(hits) >= 50 and np.mean(hits) >= 0.9
     assert sum(map(len, found["int8"])) <= 1.1 * sum(map(len, found["float32"])) + 2
+
+
+def test_percentile_calibration_narrows_the_ranges_and_says_so(tiny_weights, daub_real, tmp_path):
+    """Clipping at a percentile gives every activation a range no wider than its min/max, some narrower, and the
+    metadata names the method."""
+    def scales(folder):
+        proto = onnx.load(str(folder / "frame.onnx"))
+        initializers = {tensor.name: onnx.numpy_helper.to_array(tensor) for tensor in proto.graph.initializer}
+        # Activation quantizers have a scalar scale; the weights' are per channel.
+        found = {node.input[0]: float(initializers[node.input[1]]) for node in proto.graph.node
+                 if node.op_type == "QuantizeLinear" and initializers[node.input[1]].ndim == 0}
+        props = {entry.key: entry.value for entry in proto.metadata_props}
+        return found, props
+
+    common = ["--weights", tiny_weights, "--input-size", SIZE, "--num-frame", str(T), "--int8", "--calibration",
+              daub_real, "--calibration-frames", "6"]
+    assert run_script("export_onnx.py", *common, "--out", tmp_path / "minmax").returncode == 0
+    result = run_script("export_onnx.py", *common, "--out", tmp_path / "pct", "--calibration-method", "percentile",
+                        "--calibration-percentile", "99")
+    assert result.returncode == 0, result.stderr
+    assert "(percentile 99)" in result.stdout
+    minmax, _ = scales(tmp_path / "minmax")
+    clipped, props = scales(tmp_path / "pct")
+    assert props["calibration_method"] == "percentile 99"
+    shared = sorted(set(minmax) & set(clipped))
+    assert len(shared) > 10
+    assert all(clipped[name] <= minmax[name] * 1.001 for name in shared)
+    assert sum(clipped[name] < 0.9 * minmax[name] for name in shared) >= len(shared) // 2

@@ -29,7 +29,7 @@ from ..runtime.fileio import atomic_path, ensure_dir
 from ..runtime.provenance import project_commit
 from .onnx_format import (DEFAULT_OPSET, FRAME_INPUT, FRAME_OUTPUT, GRAPHS, MIN_OPSET, OUTPUT, WINDOW_INPUT,
                           ExportedGraph, detect_inputs, graph_file, require)
-from .onnx_int8 import DEFAULT_FLOAT_MODULES, Calibration, quantize_graph
+from .onnx_int8 import Calibration, Quantization, quantize_graph
 
 # Largest max |ONNX − PyTorch| / max |PyTorch| accepted by the check, per precision.
 TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
@@ -171,12 +171,12 @@ def export_graphs(model: Network, spec: ModelSpec, num_classes: int, class_names
                   opset: int = DEFAULT_OPSET, dynamic_batch: bool = False, half: bool = False,
                   graphs: Sequence[str] = GRAPHS, window_computation: str = "released",
                   calibration: Calibration | None = None,
-                  float_modules: Sequence[str] = DEFAULT_FLOAT_MODULES) -> list[ExportedFile]:
+                  quantization: Quantization = Quantization()) -> list[ExportedFile]:
     """Export ``graphs`` of ``model`` (eval mode, on its device) at ``spec``'s input size into ``out_dir``.
 
     Every graph is checked on ONNX Runtime against PyTorch on random frames (float16 graphs only where a CUDA
     provider is available) and all are written, atomically, only once every check has passed. With a
-    ``calibration``, the checked float32 graphs are then quantized to int8 (``float_modules`` kept in float) and
+    ``calibration``, the checked float32 graphs are then quantized to int8 as ``quantization`` says and
     each ExportedFile's difference is the int8 graph's from the float32 one on the calibration windows. Returns what
     was written.
     """
@@ -220,9 +220,10 @@ def export_graphs(model: Network, spec: ModelSpec, num_classes: int, class_names
     if calibration is not None:
         for graph in protos:
             info = replace(base, graph=graph, computation=window_computation if graph == "window" else "fast",
-                           precision="int8", calibration=calibration.source, float_modules=tuple(float_modules))
+                           precision="int8", calibration=calibration.source,
+                           float_modules=quantization.float_modules, calibration_method=quantization.describe())
             feeds = calibration.feeds(graph, T)
-            quantized = quantize_graph(protos[graph], feeds, float_modules)
+            quantized = quantize_graph(protos[graph], feeds, quantization)
             onnx_metadata(quantized, info.metadata(), protos[graph].doc_string + " (int8)")
             differences[graph] = int8_difference(protos[graph], quantized, feeds)
             protos[graph] = quantized

@@ -88,6 +88,7 @@ class ExportedGraph:
     frame_step: int = 1  # frames between a window's frames; the caller builds windows with it
     calibration: str | None = None  # int8: the frames the activation ranges were calibrated on
     float_modules: tuple[str, ...] = ()  # int8: the modules kept in float
+    calibration_method: str | None = None  # int8: how the ranges were set ("minmax", "percentile 99.999", ...)
 
 
     def metadata(self) -> dict[str, str]:
@@ -105,6 +106,7 @@ class ExportedGraph:
         if self.precision == "int8":
             props["calibration"] = self.calibration or "unknown"
             props["float_modules"] = json.dumps(list(self.float_modules))
+            props["calibration_method"] = self.calibration_method or "minmax"
         return props
 
     @classmethod
@@ -137,7 +139,8 @@ class ExportedGraph:
         graph = cls(field("graph"), field("phi"), integer("num_frame"), integer("lstm_hidden"), num_classes, shape,
                     tuple(names), field("computation"), None if batch == "dynamic" else integer("batch"),
                     field("precision"), known(props.get("commit")), known(props.get("export_id")),
-                    integer("frame_step") if "frame_step" in props else 1, known(props.get("calibration")))
+                    integer("frame_step") if "frame_step" in props else 1, known(props.get("calibration")),
+                    calibration_method=known(props.get("calibration_method")))
         if graph.graph not in GRAPHS or graph.precision not in PRECISIONS:
             raise SSTNetError(f"{source}: metadata graph {graph.graph!r} / precision {graph.precision!r} not "
                               f"understood")
@@ -158,4 +161,6 @@ class ExportedGraph:
         return (f"phi {self.phi}, T {self.num_frame}, frame step {self.frame_step}, "
                 f"input {format_input_shape(self.input_shape)}, "
                 f"{self.num_classes} class(es), batch {'dynamic' if self.batch is None else self.batch}, "
-                f"{self.precision}" + (f" (calibrated on {self.calibration})" if self.calibration else ""))
+                f"{self.precision}" + (f" (calibrated on {self.calibration}"
+                                       f"{', ' + self.calibration_method if self.calibration_method else ''})"
+                                       if self.calibration else ""))

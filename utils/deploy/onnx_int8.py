@@ -1,6 +1,7 @@
 """Static int8 quantization of the exported graphs for CPU deployment: ONNX Runtime's quantization tools in QDQ form
 (int8 weights per output channel, uint8 activations, the pairing x86 CPUs multiply fastest), with activation ranges
-calibrated on real windows of a DAUB-layout folder.
+calibrated on real windows of a DAUB-layout folder, from their min/max (default) or clipped at a percentile of
+their values (outliers then no longer stretch the range over the few levels a dim target's activations use).
 
 The calibration samples (``utils/infer/calibration.py`` gathers them from real frames): ``frame.onnx`` sees key
 frames, ``detect.onnx`` the float model's per-frame features of their windows, ``window.onnx`` the windows. The
@@ -19,10 +20,32 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import SSTNetError
 from .onnx_format import FRAME_INPUT, WINDOW_INPUT, detect_inputs, require
 
 DEFAULT_FLOAT_MODULES = ("model.head.reg_preds", "model.head.obj_preds", "model.head.cls_preds")
 DEFAULT_CALIBRATION_FRAMES = 64
+CALIBRATION_METHODS = ("minmax", "percentile")
+DEFAULT_PERCENTILE = 99.999
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """How the graphs are quantized: the modules kept in float and how the activation ranges are calibrated."""
+
+    float_modules: tuple[str, ...] = DEFAULT_FLOAT_MODULES
+    method: str = "minmax"
+    percentile: float = DEFAULT_PERCENTILE  # method "percentile": the share of each activation's values kept in range
+
+    def __post_init__(self) -> None:
+        if self.method not in CALIBRATION_METHODS:
+            raise SSTNetError(f"--calibration-method {self.method}: expected one of {', '.join(CALIBRATION_METHODS)}")
+        if not 50.0 < self.percentile <= 100.0:
+            raise SSTNetError(f"--calibration-percentile {self.percentile:g}: must lie in (50, 100]")
+
+    def describe(self) -> str:
+        """The calibration method as the metadata and the report write it."""
+        return f"percentile {self.percentile:g}" if self.method == "percentile" else self.method
 
 
 @dataclass
@@ -66,9 +89,10 @@ def float_nodes(proto, float_modules: Sequence[str]) -> list[str]:
     return names
 
 
-def quantize_graph(proto, feeds: list[dict[str, np.ndarray]], float_modules: Sequence[str]):
-    """``proto`` statically quantized (QDQ) with ranges calibrated on ``feeds``; the nodes of ``float_modules``
-    stay float. Returns the quantized ``onnx.ModelProto`` (its metadata is the caller's to set)."""
+def quantize_graph(proto, feeds: list[dict[str, np.ndarray]], quantization: Quantization = Quantization()):
+    """``proto`` statically quantized (QDQ) with ranges calibrated on ``feeds`` by ``quantization.method``; the
+    nodes of its ``float_modules`` stay float. Returns the quantized ``onnx.ModelProto`` (its metadata is the
+    caller's to set)."""
     require("onnxruntime", "--int8")
 
     # The quantizer logs a warning per batch-norm weight it does not quantize per channel: not the user's concern.
@@ -76,12 +100,12 @@ def quantize_graph(proto, feeds: list[dict[str, np.ndarray]], float_modules: Seq
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        return _quantize(proto, feeds, float_modules)
+        return _quantize(proto, feeds, quantization)
     finally:
         logger.setLevel(level)
 
 
-def _quantize(proto, feeds: list[dict[str, np.ndarray]], float_modules: Sequence[str]):
+def _quantize(proto, feeds: list[dict[str, np.ndarray]], quantization: Quantization):
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -97,7 +121,9 @@ def _quantize(proto, feeds: list[dict[str, np.ndarray]], float_modules: Sequence
             return next(self.remaining, None)
 
     reader = Feeds()
-    keep = float_nodes(proto, float_modules)
+    keep = float_nodes(proto, quantization.float_modules)
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}[quantization.method]
+    extra = {"CalibPercentile": quantization.percentile} if quantization.method == "percentile" else {}
     with tempfile.TemporaryDirectory(prefix="sstnet-int8-") as folder:
         plain, prepared, quantized = (Path(folder) / name for name in ("float.onnx", "prepared.onnx", "int8.onnx"))
         onnx.save_model(proto, str(plain))
@@ -105,5 +131,5 @@ def _quantize(proto, feeds: list[dict[str, np.ndarray]], float_modules: Sequence
         quant_pre_process(str(plain), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method=method, extra_options=extra)
         return onnx.load(str(quantized))
