@@ -101,6 +101,8 @@ REAL_WEIGHTS ?= weights/sstnet_nano_ir.pth
 REAL_EPOCHS ?= 30
 REAL_EPOCH_FRACTION ?= 0.019
 REAL_SEED ?= 2023
+# How many times DAUB's 400 training frames are listed beside the 17,136 drone key frames.
+REAL_DAUB_REPEATS ?= 10
 REAL_FRAME_STEP := 4
 REAL_AUGMENT := --flip-lr 0.5 --flip-ud 0.5 --translate 0.25 --scale 0.8 1.25 --contrast 0.2 --brightness 0.05 \
 	--gamma 0.2 --noise 2
@@ -110,7 +112,7 @@ REAL_EMA := --ema-decay 0.998 --ema-tau 100
 REAL_RECIPE := --input-size 256x320 --phi nano --lstm-hidden 16 --optimizer adam --lr 1e-3 --no-scale-lr \
 	--min-lr-ratio 0.1 --prior-prob 0.01 --batch-size 4 --exist-ok $(DEMO_AMP) --frame-step $(REAL_FRAME_STEP) \
 	$(REAL_AUGMENT) $(REAL_EMA) --eval-period 0 --select-by last
-REAL_TRAIN := $(REAL_RECIPE) --pretrained $(DEMO_START) --mix-data $(REAL_VIDEO_DATA) --dataset-repeats 10 1 \
+REAL_TRAIN := $(REAL_RECIPE) --pretrained $(DEMO_START) --mix-data $(REAL_VIDEO_DATA) --dataset-repeats $(REAL_DAUB_REPEATS) 1 \
 	--val-root $(REAL_VIDEO_DATA) --val-fraction 0.02 --epochs $(REAL_EPOCHS) --epoch-fraction $(REAL_EPOCH_FRACTION) \
 	--seed $(REAL_SEED)
 REAL_SCORE := --data-root $(DATA) $(REAL_VIDEO_DATA) --all-frames --per-sequence --group-by dataset distance_bin class \
