@@ -41,7 +41,7 @@ def build_parser():
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from utils.data.annotations import load_json, read_coco
+    from utils.data.annotations import read_coco
     from utils.data.hold_out import clip_attributes, draw_clips, split_coco
     from utils.errors import SSTNetError
     from utils.runtime.fileio import check_not_input, write_json
@@ -57,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     check_not_input(args.out, "--out", [("--data-root", args.data_root)])
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise SSTNetError(f"--out {args.out}: exists and is not an empty folder (this tool writes a new one)")
-    read_coco(source, args.data_root)  # a malformed file is refused here, naming the entry
-    coco = load_json(source)
+    coco = read_coco(source, args.data_root).data  # validated: a malformed file is refused here, naming the entry
     clips = clip_attributes(coco)
     if args.clips:
         unknown = [clip for clip in args.clips if clip not in clips]

@@ -15,19 +15,17 @@ from typing import Any, Sequence
 from ..errors import SSTNetError
 
 
-def clip_of(image: dict, video_names: dict[Any, str]) -> str:
-    """The clip a COCO image belongs to: its video's name, else the folder its file sits in."""
-    if image.get("video_id") in video_names:
-        return video_names[image["video_id"]]
-    return PurePosixPath(image["file_name"].replace("\\", "/")).parent.name
+def image_clips(coco: dict) -> list[str]:
+    """The clip each of ``coco``'s images belongs to, in order: its video's name, else the folder its file sits in."""
+    video_names = {video["id"]: video["name"] for video in coco.get("videos", [])}
+    return [video_names[image["video_id"]] if image.get("video_id") in video_names
+            else PurePosixPath(image["file_name"].replace("\\", "/")).parent.name for image in coco["images"]]
 
 
 def clip_attributes(coco: dict) -> dict[str, dict[str, Any]]:
     """Each clip of ``coco`` with its attributes (empty where the file lists no videos)."""
-    video_names = {video["id"]: video["name"] for video in coco.get("videos", [])}
     attributes = {video["name"]: dict(video.get("attributes", {})) for video in coco.get("videos", [])}
-    return {clip: attributes.get(clip, {}) for clip in sorted({clip_of(image, video_names)
-                                                               for image in coco["images"]})}
+    return {clip: attributes.get(clip, {}) for clip in sorted(set(image_clips(coco)))}
 
 
 def draw_clips(clips: dict[str, dict[str, Any]], count: int, stratify: Sequence[str], seed: int) -> list[str]:
@@ -58,10 +56,10 @@ def draw_clips(clips: dict[str, dict[str, Any]], count: int, stratify: Sequence[
 def split_coco(coco: dict, held: set[str]) -> tuple[dict, dict]:
     """``coco`` cut into (the frames of clips not in ``held``, the frames of clips in ``held``), each with its
     annotations and videos and the same categories."""
-    video_names = {video["id"]: video["name"] for video in coco.get("videos", [])}
+    clips = image_clips(coco)
     parts = []
     for keep in (lambda clip: clip not in held, lambda clip: clip in held):
-        images = [image for image in coco["images"] if keep(clip_of(image, video_names))]
+        images = [image for image, clip in zip(coco["images"], clips) if keep(clip)]
         ids = {image["id"] for image in images}
         part = dict(coco, images=images, annotations=[a for a in coco["annotations"] if a["image_id"] in ids])
         if "videos" in coco:
