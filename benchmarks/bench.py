@@ -101,22 +101,20 @@ def run_benchmark(args, device, amp_dtype, specs, repeats, frames, root, argv) -
               "fast": copy.deepcopy(released).set_computation("fast")}
     started = time.time()
     onnx_version = onnx_runtime_version() if device.type == "cpu" and not args.no_onnx else None
-    inference, checks = measure_inference(models, device, specs, root, frames, repeats, args.amp, amp_dtype,
-                                          onnx_version is not None)
+    int8 = onnx_version is not None
+    inference, checks = measure_inference(models, device, specs, root, frames, repeats, args.amp, amp_dtype, int8)
     print(f"inference done ({time.time() - started:.0f} s)", flush=True)
     limits = None
     if device.type == "cpu":
         limits = {}
         for spec in specs:
             dominant, *others = ceiling_convs(models["fast"], spec.input_shape)
-            int8 = onnx_version is not None
             # The GEMM is reported for the dominant convolution only; the others bound the convolutions' ceiling.
             others = [{"op": shape.describe(), **attainable(shape, repeats, int8, gemm=False)} for shape in others]
             limits[spec.input_size] = {"op": dominant.describe(), **attainable(dominant, repeats, int8),
                                        "others": others}
     pipeline, pipeline_spec = shipped_model(device)
-    evaluation = measure_evaluation(pipeline, device, pipeline_spec, root, 4 * frames, max(1, repeats // 2),
-                                    int8=onnx_version is not None)
+    evaluation = measure_evaluation(pipeline, device, pipeline_spec, root, 4 * frames, max(1, repeats // 2), int8=int8)
     evaluation["size"] = pipeline_spec.input_size
     evaluation["model"] = f"{SHIPPED_WEIGHTS.name} (phi {pipeline_spec.phi}, frame step {pipeline_spec.frame_step})"
     evaluation["video"] = measure_video(pipeline, device, pipeline_spec, root, 4 * frames, max(1, repeats // 2))
