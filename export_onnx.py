@@ -10,7 +10,7 @@ checked on ONNX Runtime against PyTorch on random frames before anything is writ
 onnxruntime (requirements-dev.txt). --half (float16 graphs) is for GPUs: it needs a CUDA device and is checked
 there when onnxruntime has a CUDA provider. --int8 (for CPUs) quantizes the checked float32 graphs statically,
 with activation ranges calibrated on real windows of a DAUB-layout folder (--calibration); the head's final
-predictions stay float (--float-modules).
+predictions stay float (--float-modules); weights are 7-bit, exact on every CPU (--weight-bits).
 
 Examples:
     python export_onnx.py --weights logs/best_epoch_weights.pth --out onnx/
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from utils.deploy.onnx_format import DEFAULT_OPSET, MIN_OPSET
 from utils.deploy.onnx_int8 import (CALIBRATION_METHODS, DEFAULT_CALIBRATION_FRAMES, DEFAULT_FLOAT_MODULES,
-                                   DEFAULT_PERCENTILE)
+                                   DEFAULT_PERCENTILE, DEFAULT_WEIGHT_BITS, WEIGHT_BITS)
 from utils.runtime.cli import make_parser
 from utils.runtime.entry import run_cli
 from utils.runtime.model_options import add_model_arguments
@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--calibration-percentile", type=float, default=None,
                         help=f"--int8 --calibration-method percentile: the percentile of each activation's values "
                              f"its range keeps (default: {DEFAULT_PERCENTILE:g})")
+    parser.add_argument("--weight-bits", type=int, choices=WEIGHT_BITS, default=None,
+                        help=f"--int8: bits of the quantized weights. 7 computes exactly on every CPU; 8 is exact "
+                             f"only on CPUs with VNNI (and measured no better there): on x86 CPUs without it (AVX2, "
+                             f"AVX-512 without avx512_vnni) the int8 kernels saturate and lose accuracy "
+                             f"(default: {DEFAULT_WEIGHT_BITS})")
     parser.add_argument("--float-modules", nargs="*", default=list(DEFAULT_FLOAT_MODULES), metavar="MODULE",
                         help="--int8: modules of the model (path prefixes, as in the state dict, after 'model.') "
                              "kept in float; none: quantize everything (default: the head's final predictions)")
@@ -86,14 +91,15 @@ def main(argv: list[str] | None = None) -> int:
                           "only for --int8")
     if args.int8 and args.half:
         raise SSTNetError("--int8 and --half: choose one precision (int8 for CPUs, float16 for GPUs)")
-    if not args.int8 and (args.calibration_method or args.calibration_percentile is not None):
-        raise SSTNetError("--calibration-method and --calibration-percentile are only for --int8")
+    if not args.int8 and (args.calibration_method or args.calibration_percentile is not None
+                          or args.weight_bits is not None):
+        raise SSTNetError("--calibration-method, --calibration-percentile and --weight-bits are only for --int8")
     if args.calibration_percentile is not None and args.calibration_method != "percentile":
         raise SSTNetError("--calibration-percentile is only for --calibration-method percentile")
     float_modules = tuple("model." + name.removeprefix("model.") for name in args.float_modules if name != "none")
     quantization = Quantization(float_modules, args.calibration_method or "minmax",
                                 DEFAULT_PERCENTILE if args.calibration_percentile is None
-                                else args.calibration_percentile)
+                                else args.calibration_percentile, args.weight_bits or DEFAULT_WEIGHT_BITS)
     if args.calibration_frames < 1:
         raise SSTNetError(f"--calibration-frames {args.calibration_frames}: must be at least 1")
     for folder in args.calibration or []:
@@ -131,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     precision = "int8" if args.int8 else "float16" if args.half else "float32"
     print(f"phi {spec.phi}, T {spec.num_frame}, input {spec.input_size}, {trained.num_classes} class(es), "
           f"{'dynamic batch' if args.dynamic_batch else 'batch 1'}, {precision}"
-          + (f", calibrated on {calibration.source} ({quantization.describe()})" if calibration else ""))
+          + (f", calibrated on {calibration.source} ({quantization.describe()}), {quantization.weight_bits}-bit weights"
+             if calibration else ""))
     return 0
 
 

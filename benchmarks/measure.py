@@ -4,7 +4,6 @@ ONNX Runtime, layout and torch.compile variants, FLOPs and memory."""
 from __future__ import annotations
 
 import copy
-import platform
 import resource
 import statistics
 import tempfile
@@ -24,6 +23,7 @@ from utils.infer.engine import DetectSettings, SequenceDetector, TorchBackend, p
 from utils.infer.sources import FrameBatch, frame_batches, plan_sequence_walk
 from utils.model_spec import ModelSpec
 from utils.runtime.complexity import count_flops, stream_frame_flops, window_flops
+from utils.runtime.cpu_features import describe_cpu
 from utils.runtime.device import autocast, synchronize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -503,7 +503,8 @@ def flop_counts(models: dict, device: torch.device, spec: ModelSpec) -> dict:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    # The model and instruction set, not just "x86_64": figures from two CPUs must not merge under one name.
+    return f"CPU {describe_cpu()}, {torch.get_num_threads()} threads"
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from benchmarks.measure import timed
-
-NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+from utils.runtime.cpu_features import native_bf16
 
 
 @dataclass(frozen=True)
@@ -48,15 +46,6 @@ class ConvShape:
     def describe(self) -> str:
         return (f"{self.kernel}×{self.kernel} conv {self.in_channels}→{self.out_channels}, stride {self.stride}, on "
                 f"{self.height}×{self.width}")
-
-
-def native_bf16() -> bool:
-    """Whether the CPU multiplies bf16 in hardware (otherwise PyTorch emulates it and bf16 says nothing)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
 
 
 def model_convs(model: nn.Module, input_shape: tuple[int, int]) -> list[ConvShape]:

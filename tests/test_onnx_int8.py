@@ -16,11 +16,12 @@ from nets.weights import read_trained_weights  # noqa: E402
 from utils.boxes import pairwise_iou  # noqa: E402
 from utils.deploy.onnx_backend import OnnxBackend  # noqa: E402
 from utils.deploy.onnx_export import export_graphs  # noqa: E402
-from utils.deploy.onnx_int8 import DEFAULT_FLOAT_MODULES, float_nodes  # noqa: E402
+from utils.deploy.onnx_int8 import DEFAULT_FLOAT_MODULES, Quantization, float_nodes  # noqa: E402
 from utils.infer.calibration import calibration_windows  # noqa: E402
 from utils.infer.engine import DetectSettings, build_model, detect_batches  # noqa: E402
 from utils.infer.sources import video_batches  # noqa: E402
 from utils.model_spec import ModelSpec  # noqa: E402
+from utils.runtime.cpu_features import int8_saturates  # noqa: E402
 
 T, SIZE = 3, "64x96"
 SHIPPED = REPO / "weights" / "sstnet_nano_ir.pth"
@@ -43,11 +44,13 @@ def test_int8_export_through_the_command_line(tiny_weights, daub_real, tmp_path)
                         "--num-frame", str(T), "--int8", "--calibration", daub_real, "--calibration-frames", "6")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("int8 within") == 3 and "calibrated on" in result.stdout
+    assert "(minmax), 7-bit weights" in result.stdout
     for graph in ("frame", "detect", "window"):
         proto = onnx.load(str(out / f"{graph}.onnx"))
         props = {entry.key: entry.value for entry in proto.metadata_props}
         assert props["precision"] == "int8" and "train, 6 key frames" in props["calibration"]
-        assert props["calibration_method"] == "minmax"
+        assert props["calibration_method"] == "minmax" and props["weight_bits"] == "7"
+        assert max_weight(proto) == 64  # 7-bit: [-64, 64], pairs of uint8 products fit 16 bits on any CPU
         ops = [node.op_type for node in proto.graph.node]
         assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10
     # The head's final predictions stay float: their convolutions read float weights, not dequantized ones.
@@ -70,6 +73,7 @@ def test_int8_export_through_the_command_line(tiny_weights, daub_real, tmp_path)
     (["--int8", "--calibration", "{daub}", "--calibration-split", "val"], "no annotations/instances_val2017.json"),
     (["--int8", "--calibration", "{daub}", "--calibration-frames", "0"], "--calibration-frames 0"),
     (["--calibration-method", "percentile"], "only for --int8"),
+    (["--weight-bits", "8"], "only for --int8"),
     (["--int8", "--calibration", "{daub}", "--calibration-percentile", "99.9"], "only for --calibration-method"),
     (["--int8", "--calibration", "{daub}", "--calibration-method", "percentile", "--calibration-percentile", "40"],
      "--calibration-percentile 40: must lie in (50, 100]"),
@@ -80,6 +84,86 @@ def test_int8_refusals(tiny_weights, daub_real, tmp_path, argv, fragment):
                         "--num-frame", str(T), *argv)
     assert_clean_error(result, fragment)
     assert not (tmp_path / "o" / "frame.onnx").exists()
+
+
+def max_weight(proto) -> int:
+    """The largest |value| among the graph's int8 convolution weights."""
+    return max(int(np.abs(onnx.numpy_helper.to_array(tensor).astype(np.int32)).max())
+               for tensor in proto.graph.initializer if tensor.data_type == onnx.TensorProto.INT8 and tensor.dims)
+
+
+def test_seven_bit_weights_compute_exactly_on_this_cpu(daub_real, tmp_path):
+    """The promise of 7-bit weights: ONNX Runtime's fused int8 kernels give what the graph's own arithmetic
+    gives (the same graph with optimizations off runs dequantize → float convolution → quantize, no integer
+    kernel). 8-bit weights of the shipped model break it on x86 CPUs without VNNI (max relative error 0.55 on
+    an AMD EPYC Zen 3, docs/deployment.md); with 7 the two agree to a few quantization steps."""
+    import onnxruntime as ort
+
+    trained, state = read_trained_weights(SHIPPED)
+    spec = ModelSpec(phi=trained.phi, num_frame=trained.num_frame, input_shape=trained.input_shape,
+                     lstm_hidden=trained.lstm_hidden, frame_step=trained.frame_step, threads=1)
+    model = build_model(spec, trained.num_classes, state, torch.device("cpu"))
+    calibration = calibration_windows(model, spec, daub_real, "train", 8)
+    feeds = calibration.feeds("frame", spec.num_frame)
+
+    def fused_against_exact(bits: int) -> float:
+        folder = tmp_path / f"w{bits}"
+        export_graphs(model, spec, 1, ["target"], folder, graphs=("frame",), calibration=calibration,
+                      quantization=Quantization(weight_bits=bits))
+        sessions = []
+        for level in (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_DISABLE_ALL):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads, options.graph_optimization_level = 1, level
+            sessions.append(ort.InferenceSession(str(folder / "frame.onnx"), options,
+                                                 providers=["CPUExecutionProvider"]))
+        errors = []
+        for feed in feeds:
+            fused, exact = (session.run(None, feed)[0] for session in sessions)
+            errors.append(float(np.abs(fused - exact).max() / np.abs(exact).max()))
+        return max(errors)
+
+    assert fused_against_exact(7) < 0.05
+    if int8_saturates():
+        assert fused_against_exact(8) > 0.1
+
+
+def test_graphs_with_8_bit_weights_warn_where_the_kernels_saturate(monkeypatch, tmp_path):
+    from utils.deploy import onnx_backend
+    from utils.deploy.onnx_format import ExportedGraph
+
+    def graph(precision: str, bits: int | None) -> ExportedGraph:
+        return ExportedGraph("frame", "nano", 5, 16, 1, (64, 96), ("target",), "fast", 1, precision,
+                             calibration="x" if bits else None, weight_bits=bits)
+
+    cpu = [onnx_backend.CPU]
+    monkeypatch.setattr(onnx_backend, "int8_saturates", lambda: True)
+    warning = onnx_backend.saturation_warning(graph("int8", 8), tmp_path, cpu)
+    assert warning.startswith("warning: --onnx") and "--weight-bits 7" in warning and "\n" not in warning
+    assert onnx_backend.saturation_warning(graph("int8", 7), tmp_path, cpu) is None
+    assert onnx_backend.saturation_warning(graph("float32", None), tmp_path, cpu) is None
+    assert onnx_backend.saturation_warning(graph("int8", 8), tmp_path, [(onnx_backend.CUDA, {})]) is None
+    monkeypatch.setattr(onnx_backend, "int8_saturates", lambda: False)
+    assert onnx_backend.saturation_warning(graph("int8", 8), tmp_path, cpu) is None
+    # Graphs written before the metadata named the bits had 8-bit weights, and read back as such.
+    props = graph("int8", 7).metadata()
+    del props["weight_bits"]
+    assert ExportedGraph.from_metadata(props, "old.onnx").weight_bits == 8
+
+
+@pytest.mark.parametrize("flags, machine, saturates", [
+    ("fpu avx avx2 fma", "x86_64", True),
+    ("fpu avx2 avx512f avx512_vnni", "x86_64", False),
+    ("fpu avx2 avx_vnni", "x86_64", False),
+    ("fpu avx2 amx_int8 amx_bf16", "x86_64", False),
+    ("", "x86_64", False),  # flags unknown: no claim
+    ("fp asimd asimddp", "aarch64", False),
+])
+def test_which_cpus_saturate(monkeypatch, flags, machine, saturates):
+    from utils.runtime import cpu_features
+
+    monkeypatch.setattr(cpu_features, "cpu_info", lambda: {"flags": flags} if flags else {})
+    monkeypatch.setattr(cpu_features.platform, "machine", lambda: machine)
+    assert cpu_features.int8_saturates() is saturates
 
 
 def video_detections(backend, spec, frames):
@@ -116,7 +200,7 @@ def test_int8_graphs_of_the_shipped_model_find_what_float32_finds(daub_real, tmp
 
 def test_percentile_calibration_narrows_the_ranges_and_says_so(tiny_weights, daub_real, tmp_path):
     """Clipping at a percentile gives every activation a range no wider than its min/max, some narrower, and the
-    metadata names the method."""
+    metadata names the method (and, asked for, 8-bit weights)."""
     def scales(folder):
         proto = onnx.load(str(folder / "frame.onnx"))
         initializers = {tensor.name: onnx.numpy_helper.to_array(tensor) for tensor in proto.graph.initializer}
@@ -130,12 +214,14 @@ def test_percentile_calibration_narrows_the_ranges_and_says_so(tiny_weights, dau
               daub_real, "--calibration-frames", "6"]
     assert run_script("export_onnx.py", *common, "--out", tmp_path / "minmax").returncode == 0
     result = run_script("export_onnx.py", *common, "--out", tmp_path / "pct", "--calibration-method", "percentile",
-                        "--calibration-percentile", "99")
+                        "--calibration-percentile", "99", "--weight-bits", "8")
     assert result.returncode == 0, result.stderr
-    assert "(percentile 99)" in result.stdout
+    assert "(percentile 99), 8-bit weights" in result.stdout
+    assert "histogram" not in result.stdout  # the calibrator's own prints are kept from the user
     minmax, _ = scales(tmp_path / "minmax")
     clipped, props = scales(tmp_path / "pct")
     assert props["calibration_method"] == "percentile 99"
+    assert props["weight_bits"] == "8" and max_weight(onnx.load(str(tmp_path / "pct" / "frame.onnx"))) == 127
     shared = sorted(set(minmax) & set(clipped))
     assert len(shared) > 10
     assert all(clipped[name] <= minmax[name] * 1.001 for name in shared)

@@ -5,6 +5,7 @@ the PyTorch path's own.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -13,6 +14,7 @@ import torch
 
 from ..errors import SSTNetError
 from ..model_spec import format_input_shape
+from ..runtime.cpu_features import describe_cpu, int8_saturates
 from .onnx_format import (FRAME_INPUT, GRAPHS, STREAM_GRAPHS, WINDOW_INPUT, ExportedGraph, detect_inputs, graph_file,
                           require)
 
@@ -64,6 +66,17 @@ def check_inputs(session, info: ExportedGraph, path: Path) -> None:
             raise SSTNetError(f"{path}: input {name} has shape {list(actual[name])} after the batch axis, but its "
                               f"metadata describes {[side if side is not None else 'C' for side in shape]} (input "
                               f"{format_input_shape(info.input_shape)}, T {info.num_frame}); export it again")
+
+
+def saturation_warning(info: ExportedGraph, folder: Path, providers: Sequence) -> str | None:
+    """A one-line warning when int8 graphs with 8-bit weights run on this CPU's int8 kernels and they saturate here
+    (an x86 CPU without VNNI: docs/deployment.md measured −4.6 mAP50 there, where 7-bit weights lose nothing)."""
+    on_cpu = providers[0] == CPU
+    if info.precision != "int8" or info.weight_bits != 8 or not on_cpu or not int8_saturates():
+        return None
+    return (f"warning: --onnx {folder}: int8 graphs with 8-bit weights on a CPU without VNNI ({describe_cpu()}): "
+            f"ONNX Runtime's int8 kernels saturate here and lose accuracy; export them again with --weight-bits 7 "
+            f"(the default)")
 
 
 def check_one_export(folder: Path, info: ExportedGraph) -> None:
@@ -122,6 +135,9 @@ class OnnxBackend:
             self.sessions[graph], self.graphs[graph] = session, info
         self.info = next(iter(self.graphs.values()))
         check_one_export(folder, self.info)
+        warning = saturation_warning(self.info, folder, providers)
+        if warning:
+            print(warning, file=sys.stderr)
         self.device = torch.device("cpu")
         self.dtype = torch.float16 if self.info.precision == "float16" else torch.float32
 

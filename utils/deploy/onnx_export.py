@@ -221,7 +221,8 @@ def export_graphs(model: Network, spec: ModelSpec, num_classes: int, class_names
         for graph in protos:
             info = replace(base, graph=graph, computation=window_computation if graph == "window" else "fast",
                            precision="int8", calibration=calibration.source,
-                           float_modules=quantization.float_modules, calibration_method=quantization.describe())
+                           float_modules=quantization.float_modules, calibration_method=quantization.describe(),
+                           weight_bits=quantization.weight_bits)
             feeds = calibration.feeds(graph, T)
             quantized = quantize_graph(protos[graph], feeds, quantization)
             onnx_metadata(quantized, info.metadata(), protos[graph].doc_string + " (int8)")

@@ -27,6 +27,7 @@ HEAD_STRIDE = 8
 FRAME_INPUT, FRAME_OUTPUT = "images", "features"
 WINDOW_INPUT, OUTPUT = "window", "output"
 PRECISIONS = ("float32", "float16", "int8")
+LEGACY_WEIGHT_BITS = 8  # int8 graphs exported before their metadata named the weights' bits had 8-bit weights
 MIN_OPSET = 17
 DEFAULT_OPSET = 18
 
@@ -89,6 +90,7 @@ class ExportedGraph:
     calibration: str | None = None  # int8: the frames the activation ranges were calibrated on
     float_modules: tuple[str, ...] = ()  # int8: the modules kept in float
     calibration_method: str | None = None  # int8: how the ranges were set ("minmax", "percentile 99.999", ...)
+    weight_bits: int | None = None  # int8: 7 or 8 (graphs written before the entry existed have 8)
 
 
     def metadata(self) -> dict[str, str]:
@@ -107,6 +109,7 @@ class ExportedGraph:
             props["calibration"] = self.calibration or "unknown"
             props["float_modules"] = json.dumps(list(self.float_modules))
             props["calibration_method"] = self.calibration_method or "minmax"
+            props["weight_bits"] = str(self.weight_bits or LEGACY_WEIGHT_BITS)
         return props
 
     @classmethod
@@ -140,7 +143,9 @@ class ExportedGraph:
                     tuple(names), field("computation"), None if batch == "dynamic" else integer("batch"),
                     field("precision"), known(props.get("commit")), known(props.get("export_id")),
                     integer("frame_step") if "frame_step" in props else 1, known(props.get("calibration")),
-                    calibration_method=known(props.get("calibration_method")))
+                    calibration_method=known(props.get("calibration_method")),
+                    weight_bits=(integer("weight_bits") if "weight_bits" in props else LEGACY_WEIGHT_BITS)
+                    if field("precision") == "int8" else None)
         if graph.graph not in GRAPHS or graph.precision not in PRECISIONS:
             raise SSTNetError(f"{source}: metadata graph {graph.graph!r} / precision {graph.precision!r} not "
                               f"understood")
@@ -162,5 +167,6 @@ class ExportedGraph:
                 f"input {format_input_shape(self.input_shape)}, "
                 f"{self.num_classes} class(es), batch {'dynamic' if self.batch is None else self.batch}, "
                 f"{self.precision}" + (f" (calibrated on {self.calibration}"
-                                       f"{', ' + self.calibration_method if self.calibration_method else ''})"
+                                       f"{', ' + self.calibration_method if self.calibration_method else ''}"
+                                       f"{f', {self.weight_bits}-bit weights' if self.weight_bits else ''})"
                                        if self.calibration else ""))

@@ -8,10 +8,16 @@ frames, ``detect.onnx`` the float model's per-frame features of their windows, `
 modules named in ``float_modules`` (module paths of the PyTorch model, by prefix) stay in float: by default the
 head's final 1×1 predictions, whose outputs are decoded through exp() and sigmoid() and cost almost nothing
 (docs/deployment.md has the measurements).
+
+Weights are 7-bit by default (int8 values in [-64, 64]): on x86 CPUs without VNNI, ONNX Runtime's kernels add pairs
+of uint8 × int8 products in 16 bits with saturation, which 8-bit weights overflow
+(``utils/runtime/cpu_features.py``); 7-bit weights compute exactly on every CPU.
 """
 from __future__ import annotations
 
 import ast
+import contextlib
+import io
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -27,6 +33,8 @@ DEFAULT_FLOAT_MODULES = ("model.head.reg_preds", "model.head.obj_preds", "model.
 DEFAULT_CALIBRATION_FRAMES = 64
 CALIBRATION_METHODS = ("minmax", "percentile")
 DEFAULT_PERCENTILE = 99.999
+WEIGHT_BITS = (7, 8)
+DEFAULT_WEIGHT_BITS = 7
 
 
 @dataclass(frozen=True)
@@ -36,12 +44,15 @@ class Quantization:
     float_modules: tuple[str, ...] = DEFAULT_FLOAT_MODULES
     method: str = "minmax"
     percentile: float = DEFAULT_PERCENTILE  # method "percentile": the share of each activation's values kept in range
+    weight_bits: int = DEFAULT_WEIGHT_BITS  # 8 saturates on x86 CPUs without VNNI; 7 is exact everywhere
 
     def __post_init__(self) -> None:
         if self.method not in CALIBRATION_METHODS:
             raise SSTNetError(f"--calibration-method {self.method}: expected one of {', '.join(CALIBRATION_METHODS)}")
         if not 50.0 < self.percentile <= 100.0:
             raise SSTNetError(f"--calibration-percentile {self.percentile:g}: must lie in (50, 100]")
+        if self.weight_bits not in WEIGHT_BITS:
+            raise SSTNetError(f"--weight-bits {self.weight_bits}: expected one of {', '.join(map(str, WEIGHT_BITS))}")
 
     def describe(self) -> str:
         """The calibration method as the metadata and the report write it."""
@@ -95,12 +106,14 @@ def quantize_graph(proto, feeds: list[dict[str, np.ndarray]], quantization: Quan
     caller's to set)."""
     require("onnxruntime", "--int8")
 
-    # The quantizer logs a warning per batch-norm weight it does not quantize per channel: not the user's concern.
+    # The quantizer logs a warning per batch-norm weight it does not quantize per channel, and the histogram
+    # calibrators print their bin counts: neither is the user's concern.
     logger = logging.getLogger()
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        return _quantize(proto, feeds, quantization)
+        with contextlib.redirect_stdout(io.StringIO()):
+            return _quantize(proto, feeds, quantization)
     finally:
         logger.setLevel(level)
 
@@ -131,5 +144,5 @@ def _quantize(proto, feeds: list[dict[str, np.ndarray]], quantization: Quantizat
         quant_pre_process(str(plain), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep,
-                        calibrate_method=method, extra_options=extra)
+                        calibrate_method=method, extra_options=extra, reduce_range=quantization.weight_bits == 7)
         return onnx.load(str(quantized))
