@@ -1,7 +1,10 @@
 """Numeric parity with the authors' released code (tests/fixtures/sstnet_reference.pt, see parity_recipe.py):
 float32 on the CPU, relative error ‖ours − ref‖ / ‖ref‖ within what README claims: 1e-6 for eval outputs (measured
-0–2e-7) and 2e-5 for the training-mode forward and motion loss at 512 (measured 1.6e-5: BatchNorm on batch statistics
-sums over a 512² map, whose float32 rounding depends on the summation order)."""
+0–2e-7) and 5e-5 for the training-mode forward and motion loss at 512. There BatchNorm on batch statistics sums over
+a 512² map, whose float32 rounding depends on the CPU's summation order: the reference, itself a float32 result, is
+1.8e-5 from the exact (float64) computation, and our float32 is 2.6e-5 from it on an AMD EPYC Zen 3, so the two
+differ by 1.6e-5 (the first machine measured) to 2.9e-5 (Zen 3). Our float64 forward, free of that rounding, must
+land within the reference's own (2e-5)."""
 import pytest
 import torch
 from parity_recipe import REFERENCE, make_input, make_state, read_layout, relative_error
@@ -11,7 +14,8 @@ from nets.sstnet import Network
 from nets.weights import load_weights
 
 EVAL_TOLERANCE = 1e-6
-TRAIN_TOLERANCE = 2e-5
+TRAIN_TOLERANCE = 5e-5
+REFERENCE_ROUNDING = 2e-5  # the float32 reference against the float64 computation: 1.76e-5
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +40,21 @@ def eval_model(recipe_state):
     return recipe_model(recipe_state).eval()
 
 
-@pytest.fixture(scope="module")
-def train512(recipe_state):
-    """The one 512-px training-mode forward of the session: BatchNorm on batch statistics, attention dropout off."""
-    model = recipe_model(recipe_state).train()
+def train_forward(state, dtype: torch.dtype):
+    """The 512-px training-mode forward in ``dtype``: BatchNorm on batch statistics, attention dropout off."""
+    model = recipe_model(state).to(dtype).train()
     for module in model.modules():
         if isinstance(module, nn.MultiheadAttention):
             module.eval()
     with torch.no_grad():
-        (out,), motion_loss = model(make_input((2, 3, 5, 512, 512), seed=3))
+        (out,), motion_loss = model(make_input((2, 3, 5, 512, 512), seed=3).to(dtype))
     return out, motion_loss
+
+
+@pytest.fixture(scope="module")
+def train512(recipe_state):
+    """The one float32 512-px training-mode forward of the session."""
+    return train_forward(recipe_state, torch.float32)
 
 
 @pytest.mark.parametrize("name, shape, seed", [("eval128", (2, 3, 5, 128, 128), 1),
@@ -74,3 +83,9 @@ def test_train_output_matches_reference(train512, reference):
 def test_motion_loss_matches_reference(train512, reference):
     _, motion_loss = train512
     assert relative_error(motion_loss, reference["train512_motion_loss"]) <= TRAIN_TOLERANCE
+
+
+def test_train_output_in_float64_is_within_the_references_own_rounding(recipe_state, reference):
+    out, motion_loss = train_forward(recipe_state, torch.float64)
+    assert relative_error(out, reference["train512"]) <= REFERENCE_ROUNDING
+    assert relative_error(motion_loss, reference["train512_motion_loss"]) <= REFERENCE_ROUNDING
