@@ -114,3 +114,30 @@ def test_training_and_export_never_write_into_what_they_read(dataset, weights, t
     result = run_script("export_onnx.py", "--weights", copy / "w.pth", "--out", copy, "--input-size", "64")
     assert_clean_error(result, f"--out {copy}", "contains the input --weights")
     assert sorted(path.name for path in copy.iterdir()) == ["w.pth"]
+
+
+def test_a_dataset_folder_is_new_empty_or_the_tools_own(tmp_path):
+    """The one rule the dataset writers (synthetic generator, video importer, held-out splitter) share."""
+    from utils.errors import SSTNetError
+    from utils.runtime.fileio import check_dataset_folder
+
+    def own(folder):
+        return (folder / "mine.json").is_file()
+
+    assert check_dataset_folder(tmp_path / "new", "--out", "not mine", own) is False
+    (tmp_path / "empty").mkdir()
+    assert check_dataset_folder(tmp_path / "empty", "--out", "not mine", own) is False
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / "mine.json").write_text("{}")
+    assert check_dataset_folder(tmp_path / "earlier", "--out", "not mine", own) is True
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "data.bmp").write_bytes(b"x")
+    with pytest.raises(SSTNetError, match="--out .*foreign: not mine"):
+        check_dataset_folder(tmp_path / "foreign", "--out", "not mine", own)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(SSTNetError, match="a_file: is a file, expected a folder"):
+        check_dataset_folder(tmp_path / "a_file", "--out", "not mine", own)
+    # Without a notion of its own output, only a new or empty folder will do.
+    with pytest.raises(SSTNetError, match="not mine"):
+        check_dataset_folder(tmp_path / "earlier", "--out", "not mine")
+    assert (tmp_path / "foreign" / "data.bmp").read_bytes() == b"x"

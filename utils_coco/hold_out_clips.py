@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from utils.data.annotations import read_coco
     from utils.data.hold_out import clip_attributes, draw_clips, split_coco
     from utils.errors import SSTNetError
-    from utils.runtime.fileio import check_not_input, write_json
+    from utils.runtime.fileio import check_dataset_folder, check_not_input, write_json
 
     if args.stratify and args.count is None:
         raise SSTNetError("--stratify is only for --count")
@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data_root / "images").is_dir():
         raise SSTNetError(f"--data-root {args.data_root}: no images folder")
     check_not_input(args.out, "--out", [("--data-root", args.data_root)])
-    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
-        raise SSTNetError(f"--out {args.out}: exists and is not an empty folder (this tool writes a new one)")
+    check_dataset_folder(args.out, "--out", "exists and is not an empty folder (this tool writes a new one)")
     coco = read_coco(source, args.data_root).data  # validated: a malformed file is refused here, naming the entry
     clips = clip_attributes(coco)
     if args.clips:

@@ -31,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import SSTNetError
-from ..runtime.fileio import atomic_path, ensure_dir, write_json
+from ..runtime.fileio import atomic_path, check_dataset_folder, ensure_dir, write_json
 
 LAYOUTS = ("daub", "irdst")
 SPLITS = ("train", "test")
@@ -571,20 +571,16 @@ GENERATOR = "utils/data/synthetic.py"
 def check_own_folder(root: str | os.PathLike) -> None:
     """The generator writes only into a new or empty folder, or one holding an earlier dataset of its own (its
     ``synthetic_config.json``): never over a real dataset."""
-    root = Path(root)
-    if root.exists() and not root.is_dir():
-        raise SSTNetError(f"--out {root}: is a file, expected a folder for the dataset")
-    if not root.is_dir() or not any(root.iterdir()):
-        return
-    record = root / CONFIG_NAME
-    try:
-        own = record.is_file() and str(json.loads(record.read_text(encoding="utf-8")).get("generator", "")).endswith(
-            "synthetic.py")
-    except (OSError, ValueError, AttributeError):
-        own = False
-    if not own:
-        raise SSTNetError(f"--out {root}: is not empty and holds no dataset of this generator ({CONFIG_NAME}); give "
-                          "a new or empty folder (the generator never writes over other data)")
+    def own(folder: Path) -> bool:
+        record = folder / CONFIG_NAME
+        try:
+            return record.is_file() and str(json.loads(record.read_text(encoding="utf-8")).get(
+                "generator", "")).endswith("synthetic.py")
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    check_dataset_folder(root, "--out", f"is not empty and holds no dataset of this generator ({CONFIG_NAME}); give "
+                         "a new or empty folder (the generator never writes over other data)", own=own)
 
 
 def generate_dataset(root: str | os.PathLike, config: SyntheticConfig | None = None,

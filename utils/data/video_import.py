@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import SSTNetError
-from ..runtime.fileio import check_not_input, ensure_dir, write_json
+from ..runtime.fileio import check_dataset_folder, check_not_input, ensure_dir, write_json
 from .annotations import load_json
 from .video_labels import Box, VideoLabels, read_labels
 
@@ -353,13 +353,9 @@ def check_out_folder(out: Path, inputs: Sequence[tuple[str, Path | None]]) -> Pa
     """``out`` must be new, empty, or a folder this tool wrote (its marker file), and must not be, contain or lie
     inside an input ((flag, path) pairs). Returns the marker of an earlier conversion, if any."""
     check_not_input(out, "--out", inputs)
-    if out.exists() and not out.is_dir():
-        raise SSTNetError(f"--out {out}: is a file, expected a folder")
-    marker = out / MARKER
-    if out.is_dir() and any(out.iterdir()) and not marker.is_file():
-        raise SSTNetError(f"--out {out}: is not empty and was not written by videos_to_daub.py; give a new or empty "
-                          "folder")
-    return marker if marker.is_file() else None
+    own = check_dataset_folder(out, "--out", "is not empty and was not written by videos_to_daub.py; give a new or "
+                               "empty folder", own=lambda folder: (folder / MARKER).is_file())
+    return out / MARKER if own else None
 
 
 def _ignore_interrupts() -> None:

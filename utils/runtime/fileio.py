@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 from ..errors import SSTNetError, no_space_error
 
@@ -65,6 +65,21 @@ def check_output(path: str | os.PathLike, flag: str, folder: bool = False, input
     if path.exists() and not os.access(path, os.W_OK):
         raise SSTNetError(f"{flag} {path}: exists and is not writable")
     return path
+
+
+def check_dataset_folder(path: str | os.PathLike, flag: str, refusal: str,
+                         own: Callable[[Path], bool] = lambda folder: False) -> bool:
+    """A tool that writes a whole dataset folder writes only into a new or empty one, or one that ``own`` recognises
+    as its own earlier output (True is returned then): never over other data. A file, or a folder holding anything
+    else, is refused with ``refusal`` after the flag and path."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SSTNetError(f"{flag} {path}: is a file, expected a folder for the dataset")
+    if not path.is_dir() or not any(path.iterdir()):
+        return False
+    if own(path):
+        return True
+    raise SSTNetError(f"{flag} {path}: {refusal}")
 
 
 @contextlib.contextmanager
