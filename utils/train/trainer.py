@@ -7,6 +7,7 @@ state or ``--pretrained`` model flags), device, data, model, optimiser — then 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import random
 import time
@@ -561,5 +562,14 @@ class Trainer:
                 self.logger.close()
             if self.lock is not None:
                 self.lock.release()
-            cleanup(self.dist)
+            self._leave_process_group()
         return self.best
+
+    def _leave_process_group(self) -> None:
+        """Under DDP, drop the wrapper before the process group goes: its reducer holds the group and pending work,
+        and leaving them to interpreter exit can abort a rank after a finished run (seen once in CI: SIGABRT,
+        "terminate called without an active exception", exit code 1 for a run that had saved everything)."""
+        if self.dist.enabled:
+            self.train_model = self.model
+            gc.collect()
+        cleanup(self.dist)
