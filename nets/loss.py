@@ -4,7 +4,9 @@ Per image, SimOTA picks the foreground cells: candidates are cells whose centre 
 2.5 strides of a GT centre; each GT takes its ``k`` cheapest candidates, with ``k`` from the sum of its best
 IoUs; a cell claimed by several GTs keeps the cheapest. The loss then sums an IoU term on the foreground
 boxes, objectness BCE on every cell and class BCE (soft targets = IoU) on the foreground, divided by the
-number of foreground cells in the batch.
+number of foreground cells in the batch. With ``use_l1`` (off in the published recipe) YOLOX's L1 term on the raw box
+offsets of the foreground cells is added, which pulls small boxes to the label's exact centre and size where the
+IoU term's gradient is weak.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ class LossParts:
     obj: torch.Tensor
     cls: torch.Tensor
     num_fg: int
+    l1: torch.Tensor | None = None
 
 
 def candidate_cells(gt_boxes: torch.Tensor, cell_centres: torch.Tensor, cell_strides: torch.Tensor,
@@ -135,12 +138,14 @@ class YOLOLoss(nn.Module):
     Called as ``loss(outputs, targets)``: ``outputs`` holds one raw B×(5+C)×H×W map per stride (the head's
     output, before any sigmoid), ``targets`` one n×5 tensor per image of (cx, cy, w, h, class) in input pixels.
     Returns the scalar loss; :meth:`parts` also returns its terms. Computed in float32 whatever the input dtype.
+    ``use_l1`` adds the L1 term (a trainer turns it on for the last epochs, as YOLOX does).
     """
 
-    def __init__(self, num_classes: int = 1, strides: Sequence[int] = (8,)) -> None:
+    def __init__(self, num_classes: int = 1, strides: Sequence[int] = (8,), use_l1: bool = False) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.strides = tuple(strides)
+        self.use_l1 = use_l1
 
     def forward(self, outputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> torch.Tensor:
         return self.parts(outputs, targets).total
@@ -159,7 +164,7 @@ class YOLOLoss(nn.Module):
         return torch.cat(predictions, dim=1), torch.cat(grids), torch.cat(strides)
 
     def parts(self, outputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> LossParts:
-        """The loss and its terms: ``total = (5·iou + obj + cls) / max(num_fg, 1)``."""
+        """The loss and its terms: ``total = (5·iou + obj + cls [+ l1]) / max(num_fg, 1)``."""
         predictions, grid, cell_strides = self._flatten(outputs)
         if len(targets) != len(predictions):
             raise ValueError(f"got {len(targets)} target tensors for a batch of {len(predictions)}")
@@ -168,7 +173,7 @@ class YOLOLoss(nn.Module):
         cls_logits = predictions[..., 5:]
         cell_centres = (grid + 0.5) * cell_strides[:, None]
 
-        iou_loss = obj_loss = cls_loss = predictions.new_zeros(())
+        iou_loss = obj_loss = cls_loss = l1_loss = predictions.new_zeros(())
         num_fg = 0
         for image_index, image_targets in enumerate(targets):
             image_targets = torch.as_tensor(image_targets, device=predictions.device, dtype=predictions.dtype)
@@ -183,11 +188,22 @@ class YOLOLoss(nn.Module):
                 box_iou = aligned_iou(pred_boxes[image_index][fg], gt_boxes[assignment.matched_gt],
                                       box_format="cxcywh")
                 iou_loss = iou_loss + (1.0 - box_iou ** 2).sum()
+                if self.use_l1:
+                    raw_target = box_offsets(gt_boxes[assignment.matched_gt], grid[fg], cell_strides[fg, None])
+                    l1_loss = l1_loss + F.l1_loss(predictions[image_index, fg, :4], raw_target, reduction="sum")
                 cls_target = (F.one_hot(gt_classes[assignment.matched_gt].long(), self.num_classes)
                               * assignment.matched_iou[:, None])
                 cls_loss = cls_loss + F.binary_cross_entropy_with_logits(
                     cls_logits[image_index][fg], cls_target, reduction="sum")
             obj_loss = obj_loss + F.binary_cross_entropy_with_logits(obj_logits[image_index], obj_target,
                                                                      reduction="sum")
-        total = (REG_WEIGHT * iou_loss + obj_loss + cls_loss) / max(num_fg, 1)
-        return LossParts(total, iou_loss, obj_loss, cls_loss, num_fg)
+        total = (REG_WEIGHT * iou_loss + obj_loss + cls_loss + l1_loss) / max(num_fg, 1)
+        return LossParts(total, iou_loss, obj_loss, cls_loss, num_fg, l1_loss if self.use_l1 else None)
+
+
+def box_offsets(boxes: torch.Tensor, grid: torch.Tensor, stride: torch.Tensor) -> torch.Tensor:
+    """The raw head outputs that decode to ``boxes`` (n×4 cxcywh pixels) at cells ``grid`` (n×2) of ``stride``
+    (n×1): the inverse of :func:`utils.boxes.decode_boxes`, the L1 term's target."""
+    centre = boxes[:, :2] / stride - grid
+    size = torch.log(boxes[:, 2:4] / stride + 1e-8)
+    return torch.cat((centre, size), dim=1)

@@ -156,6 +156,23 @@ def test_one_gt_matches_follow_dynamic_k_and_loss_is_the_formula(num_classes):
     assert parts.total.item() == pytest.approx((5 * expected_iou + expected_obj + expected_cls) / 2, rel=1e-5)
 
 
+def test_l1_term_is_the_raw_offsets_distance_on_the_foreground_and_off_by_default():
+    """Same case as above: foreground cells (3, 3) (the exact box) and (4, 3) (height 12 against 16). The L1 term is
+    |log(12/8) − log(16/8)| = log(4/3) for (4, 3) and 0 for (3, 3), added once to the sum before normalisation."""
+    gt = (32.0, 32.0, 16.0, 16.0)
+    output = far_away_map(1)
+    for (x, y), height in {(3, 3): 16.0, (4, 3): 12.0, (3, 4): 8.0, (4, 4): 4.0}.items():
+        output[0, :4, y, x] = torch.tensor(raw_box(x, y, (32.0, 32.0, 16.0, height)))
+        output[0, 4:, y, x] = 0.2
+    targets = [torch.tensor([[*gt, 0.0]])]
+    published = YOLOLoss(1, (STRIDE,)).parts([output], targets)
+    with_l1 = YOLOLoss(1, (STRIDE,), use_l1=True).parts([output], targets)
+    assert published.l1 is None
+    assert with_l1.l1.item() == pytest.approx(math.log(4 / 3), rel=1e-5)
+    assert with_l1.total.item() == pytest.approx(published.total.item() + math.log(4 / 3) / 2, rel=1e-5)
+    assert with_l1.num_fg == published.num_fg == 2
+
+
 def decoded_boxes(output: torch.Tensor) -> torch.Tensor:
     """A×4 (cx, cy, w, h) pixels of a 1×(5+C)×8×8 raw map, decoded by hand."""
     flat = output[0].flatten(1).T

@@ -115,6 +115,7 @@ def test_step_lr_decay_sets_the_epoch_rate(tiny_data, tmp_path):
     (["--freeze-epochs", "-1"], "--freeze-epochs -1"),
     (["--freeze-epochs", "1", "--freeze-batch-size", "0"], "--freeze-batch-size 0"),
     (["--select-by", "mAP50", "--eval-period", "0"], "--select-by mAP50: needs --eval-period > 0"),
+    (["--l1-loss-epochs", "5", "--epochs", "4"], "--l1-loss-epochs 5"),
 ])
 def test_bad_freeze_and_schedule_flags(argv, message):
     with pytest.raises(SSTNetError, match=message):
@@ -337,6 +338,17 @@ def test_bf16_autocast_on_cpu(tiny_data, tmp_path):
     state = weights(tmp_path / "r" / "last_epoch_weights.pth")
     assert all(value.dtype in (torch.float32, torch.int64) for value in state.values())  # saved in full precision
     assert all(torch.isfinite(value).all() for value in state.values() if value.is_floating_point())
+
+
+def test_l1_box_term_joins_the_loss_for_the_last_epochs(tiny_data, tmp_path, capsys):
+    trainer = Trainer(parse("--data-root", str(tiny_data), "--epochs", "3", "--save-dir", str(tmp_path / "r"), *TINY,
+                            "--eval-period", "0", "--l1-loss-epochs", "1"))
+    trainer.fit()
+    assert trainer.loss_fn.use_l1
+    l1_lines = [line for line in capsys.readouterr().out.splitlines() if "L1" in line]
+    assert l1_lines == ["epoch 3: L1 box term added to the loss"]
+    args = json.loads((tmp_path / "r" / "args.json").read_text())
+    assert args["l1_loss_epochs"] == 1
 
 
 def test_cli_help_and_bad_arguments(tiny_data):

@@ -110,6 +110,7 @@ class OptimConfig:
     train_all_params: bool = False
     ema_decay: float = 0.9999
     ema_tau: float = 2000
+    l1_loss_epochs: int = 0
     seed: int = 2023
 
     def __post_init__(self) -> None:
@@ -123,6 +124,7 @@ class OptimConfig:
         check_number("--ema-decay", self.ema_decay, 0, 1, high_open=True)
         check_number("--ema-tau", self.ema_tau, 0, low_open=True)
         check_number("--freeze-epochs", self.freeze_epochs, 0, self.epochs)
+        check_number("--l1-loss-epochs", self.l1_loss_epochs, 0, self.epochs)
         check_number("--freeze-batch-size", self.freeze_batch_size, 1)
         _choice("--lr-decay", self.lr_decay, LR_DECAY_CHOICES)
         _choice("--optimizer", self.optimizer, OPTIMIZERS)

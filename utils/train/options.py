@@ -90,6 +90,10 @@ def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
     optim.add_argument("--ema-tau", type=float, default=2000,
                        help="steps over which the EMA's factor ramps up to --ema-decay (the release's 2000 leaves "
                             "short runs nearly unaveraged: a 600-step run ends at 0.26)")
+    optim.add_argument("--l1-loss-epochs", type=int, default=0, metavar="N",
+                       help="add YOLOX's L1 term on the raw box offsets (centre in cells, log size in strides) to the "
+                            "loss in the last N epochs, validation loss included (0: the published loss, IoU term "
+                            "only)")
     optim.add_argument("--seed", type=int, default=2023,
                        help="seed of every random draw (weights, epoch subsets, augmentation)")
 

@@ -510,6 +510,14 @@ class Trainer:
             self.log(f"epoch {epoch + 1}: backbone unfrozen; batch {phase.batch_size} "
                      f"({self.train_sampler.steps} steps per epoch), lr {self.lr:.3g} → {self.min_lr:.3g}")
 
+    def _switch_loss(self, epoch: int) -> None:
+        """Add the L1 box term from the first of the last ``--l1-loss-epochs`` epochs on."""
+        optim = self.config.optim
+        use_l1 = epoch >= optim.epochs - optim.l1_loss_epochs
+        if use_l1 != self.loss_fn.use_l1:
+            self.loss_fn.use_l1 = use_l1
+            self.log(f"epoch {epoch + 1}: L1 box term added to the loss")
+
     def fit(self, until_epoch: int | None = None) -> BestRecord:
         """Train from the start (or the resumed) epoch to ``--epochs`` (or ``until_epoch``); returns the best."""
         config = self.config
@@ -529,6 +537,7 @@ class Trainer:
                     self.stop.check()
                     started = time.time()
                     self._switch_phase(epoch)
+                    self._switch_loss(epoch)
                     lr = lr_at_epoch(epoch, epochs, self.lr, self.min_lr, config.optim.lr_decay)
                     set_optimizer_lr(self.optimizer, lr)
                     loss, motion = self.train_one_epoch(epoch, lr)
