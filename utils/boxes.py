@@ -193,7 +193,8 @@ def letterbox_to_image(boxes: np.ndarray, input_shape: tuple[int, int], image_sh
                        letterbox: bool = True) -> np.ndarray:
     """Map N×4 normalised (cx, cy, w, h) input boxes to (top, left, bottom, right) pixels of the original frame.
 
-    Spec §7: ``new = round(image_shape · min(input_shape / image_shape))``, ``offset = (input − new) / 2 / input``,
+    As released (docs/design.md, Inference and post-processing):
+    ``new = round(image_shape · min(input_shape / image_shape))``, ``offset = (input − new) / 2 / input``,
     ``scale = input / new``; centre ← (centre − offset)·scale, size ← size·scale, then × (h, w). Without
     ``letterbox`` the frame was stretched to the input, so only the final × (h, w) applies. Shapes are (h, w).
     """

@@ -1,8 +1,9 @@
 """Scores of a detection run: COCO mAP50 / Precision / Recall / F1 as the paper computes them, and Pd / Fa.
 
-Spec §8: p = COCOeval precision at IoU 0.5 over the 101 recall points (area all, 100 detections),
-R = COCOeval recall at IoU 0.5, Precision = mean(p[:int(R·100)]), F1 = 2PR/(P+R). With several classes the
-per-class values are averaged (one class, as DAUB and IRDST, gives exactly the paper's numbers).
+As the paper computes them (docs/design.md, Evaluation protocol): p = COCOeval precision at IoU 0.5 over the 101
+recall points (area all, 100 detections), R = COCOeval recall at IoU 0.5, Precision = mean(p[:int(R·100)]),
+F1 = 2PR/(P+R). With several classes the per-class values are averaged (one class, as DAUB and IRDST, gives exactly
+the paper's numbers).
 """
 from __future__ import annotations
 
