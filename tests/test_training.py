@@ -193,14 +193,14 @@ def test_divergence_stops_with_epoch_and_step_and_keeps_best(tiny_data, tmp_path
     resumed = Trainer(parse("--resume", str(run / "last_checkpoint.pth")))
     calls = []
     if where == "loss":
-        real_loss = resumed.loss_fn
+        real_loss = resumed.loss_fn.forward
 
         def exploding(outputs, targets):
             calls.append(1)
             value = real_loss(outputs, targets)
             return value * float("nan") if len(calls) == 3 else value
 
-        resumed.loss_fn = exploding
+        resumed.loss_fn.forward = exploding
     else:
         real_forward = resumed.train_model.forward
 
