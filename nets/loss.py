@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.boxes import aligned_iou, decode_boxes, flatten_level, make_grid, pairwise_iou
+from utils.boxes import aligned_iou, decode_boxes, encode_boxes, flatten_level, make_grid, pairwise_iou
 
 CENTRE_RADIUS = 2.5  # half-side, in strides, of the square around a GT centre whose cells are candidates
 IOU_COST_WEIGHT = 3.0
@@ -189,7 +189,7 @@ class YOLOLoss(nn.Module):
                                       box_format="cxcywh")
                 iou_loss = iou_loss + (1.0 - box_iou ** 2).sum()
                 if self.use_l1:
-                    raw_target = box_offsets(gt_boxes[assignment.matched_gt], grid[fg], cell_strides[fg, None])
+                    raw_target = encode_boxes(gt_boxes[assignment.matched_gt], grid[fg], cell_strides[fg, None])
                     l1_loss = l1_loss + F.l1_loss(predictions[image_index, fg, :4], raw_target, reduction="sum")
                 cls_target = (F.one_hot(gt_classes[assignment.matched_gt].long(), self.num_classes)
                               * assignment.matched_iou[:, None])
@@ -200,10 +200,3 @@ class YOLOLoss(nn.Module):
         total = (REG_WEIGHT * iou_loss + obj_loss + cls_loss + l1_loss) / max(num_fg, 1)
         return LossParts(total, iou_loss, obj_loss, cls_loss, num_fg, l1_loss if self.use_l1 else None)
 
-
-def box_offsets(boxes: torch.Tensor, grid: torch.Tensor, stride: torch.Tensor) -> torch.Tensor:
-    """The raw head outputs that decode to ``boxes`` (n×4 cxcywh pixels) at cells ``grid`` (n×2) of ``stride``
-    (n×1): the inverse of :func:`utils.boxes.decode_boxes`, the L1 term's target."""
-    centre = boxes[:, :2] / stride - grid
-    size = torch.log(boxes[:, 2:4] / stride + 1e-8)
-    return torch.cat((centre, size), dim=1)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from utils.boxes import (aligned_iou, batched_nms, cxcywh_to_xyxy, decode_outputs, letterbox_to_image, make_grid, nms,
-                         non_max_suppression, pairwise_iou, pure_batched_nms, pure_nms, xyxy_to_cxcywh)
+from utils.boxes import (aligned_iou, batched_nms, cxcywh_to_xyxy, decode_boxes, decode_outputs, encode_boxes,
+                         letterbox_to_image, make_grid, nms, non_max_suppression, pairwise_iou, pure_batched_nms,
+                         pure_nms, xyxy_to_cxcywh)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sstnet_reference.pt"
 
@@ -187,3 +188,15 @@ def test_non_max_suppression_per_image_shapes_and_empty_images():
     detections = non_max_suppression(prediction, 1, (64, 64), [(64, 64), (32, 32)], conf_thres=0.5)
     np.testing.assert_allclose(detections[0][:, :4], [[16.0, 16.0, 48.0, 48.0]], atol=1e-5)
     assert detections[1].shape == (0, 7)
+
+
+def test_encode_boxes_inverts_decode_boxes():
+    """The L1 term's target: raw offsets that decode back to the box, at cells of any stride."""
+    grid = make_grid(4, 5)
+    raw = torch.randn(3, len(grid), 4, generator=torch.Generator().manual_seed(0))
+    strides = torch.tensor([8.0, 16.0])[torch.arange(len(grid)) % 2][:, None]
+    boxes = decode_boxes(raw, grid, strides)
+    assert torch.allclose(encode_boxes(boxes, grid, strides), raw, atol=1e-5)
+    cell = torch.tensor([[3.0, 4.0]])
+    expected = [0.5, 0.25, math.log(2.0), math.log(0.5)]  # (28, 34, 16, 4) at cell (3, 4) of stride 8
+    assert encode_boxes(torch.tensor([[28.0, 34.0, 16.0, 4.0]]), cell, 8.0)[0].tolist() == pytest.approx(expected)

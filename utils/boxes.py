@@ -103,6 +103,14 @@ def decode_boxes(raw_boxes: torch.Tensor, grid: torch.Tensor, stride: torch.Tens
     return torch.cat((centre, size), dim=-1)
 
 
+def encode_boxes(boxes: torch.Tensor, grid: torch.Tensor, stride: torch.Tensor | float) -> torch.Tensor:
+    """The inverse of :func:`decode_boxes`: the raw (p0, p1, p2, p3) that decode to ``boxes`` (..., A, 4) of (cx, cy,
+    w, h) pixels at cells ``grid`` (A×2); the L1 loss term's target. 1e-8 keeps the log of a zero size finite."""
+    centre = boxes[..., :2] / stride - grid
+    size = torch.log(boxes[..., 2:4] / stride + 1e-8)
+    return torch.cat((centre, size), dim=-1)
+
+
 def decode_outputs(outputs: list[torch.Tensor], input_shape: tuple[int, int]) -> torch.Tensor:
     """Raw head maps (one B×(5+C)×h×w per level) → B×(Σ h·w)×(5+C) decoded predictions (docs/design.md, Inference and
     post-processing).
