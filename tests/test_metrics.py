@@ -29,6 +29,21 @@ def test_perfect_detections_score_100():
     assert "Average Precision" in result.summary
 
 
+def test_ap_at_other_ious_separates_a_loose_box_from_a_miss():
+    """Image 1 boxed exactly (IoU 1), image 2 two pixels off (IoU 64/136 = 0.47), image 3 five off (25/175 = 0.14)."""
+    detections = [detection(1, [10, 10, 10, 10], 0.9), detection(2, [42, 42, 10, 10], 0.8),
+                  detection(3, [75, 25, 10, 10], 0.7)]
+    result = coco_scores(ground_truth(BOXES), detections, [1, 2, 3], extra_ious=(0.5, 0.3, 0.1))
+    # One target found at 0.5 (precision 1 up to recall 1/3: 34 of 101 points), two at 0.3, three at 0.1.
+    assert result.map50 == pytest.approx(34 / 101)
+    assert result.ap_at_iou == pytest.approx({0.5: 34 / 101, 0.3: 67 / 101, 0.1: 1.0})
+    assert result.line().endswith("AP@0.5 33.66  AP@0.3 66.34  AP@0.1 100.00")
+    assert result.as_dict()["AP_at_IoU"] == pytest.approx({"0.5": 3400 / 101, "0.3": 6700 / 101, "0.1": 100.0})
+    plain = coco_scores(ground_truth(BOXES), detections, [1, 2, 3])
+    assert plain.ap_at_iou == {} and "AP@" not in plain.line() and "AP_at_IoU" not in plain.as_dict()
+    assert coco_scores(ground_truth(BOXES), [], [1, 2, 3], extra_ious=(0.3,)).ap_at_iou == {0.3: 0.0}
+
+
 def test_no_detections_give_zeros():
     result = coco_scores(ground_truth(BOXES), [], [1, 2, 3])
     assert (result.map50, result.precision, result.recall, result.f1) == (0, 0, 0, 0)

@@ -95,6 +95,30 @@ def test_group_by_an_unknown_attribute_is_refused_before_the_model_runs(weights,
     assert_clean_error(result, "--group-by weather", "class, distance_bin")
 
 
+def test_extra_iou_reports_loose_boxes_overall_and_per_group(datasets, tmp_path):
+    """Every target boxed two pixels off (IoU 36/92 = 0.39): nothing at the paper's IoU 0.5, everything at 0.3."""
+    drone, _ = datasets
+    truth = json.loads((drone / "annotations/instances_test2017.json").read_text())
+    saved = tmp_path / "loose.json"
+    saved.write_text(json.dumps([{"image_id": box["image_id"], "category_id": 1, "score": 0.9,
+                                  "bbox": [box["bbox"][0] + 2, box["bbox"][1] + 2, 8, 8]}
+                                 for box in truth["annotations"]]))
+    result = run_script("vid_map_coco.py", "--detections", saved, "--data-root", drone, "--out-dir", tmp_path / "out",
+                        "--all-frames", "--extra-iou", "0.3", "0.1", "--group-by", "class")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "out/metrics.json").read_text())
+    assert metrics["mAP50"] == 0 and metrics["AP_at_IoU"] == pytest.approx({"0.3": 100, "0.1": 100})
+    assert "mAP50 0.00" in result.stdout and "AP@0.3 100.00  AP@0.1 100.00" in result.stdout
+    classes = json.loads((tmp_path / "out/per_class.json").read_text())
+    assert {name: part["AP_at_IoU"]["0.3"] for name, part in classes.items()} == pytest.approx({"drone": 100,
+                                                                                              "bird": 100})
+    for bad, why in ((["1.5"], "must lie in (0, 1]"), (["0.3", "0.3"], "a threshold is given twice")):
+        refused = run_script("vid_map_coco.py", "--detections", saved, "--data-root", drone, "--out-dir",
+                             tmp_path / "refused", "--extra-iou", *bad)
+        assert_clean_error(refused, "--extra-iou", why)
+        assert not (tmp_path / "refused").exists()
+
+
 def test_frozen_motion_scores_each_key_frame_as_a_sequence_that_does_not_move(datasets, tmp_path):
     import torch
     drone, _ = datasets

@@ -39,10 +39,11 @@ def detection_centres(ground_truth: CocoGroundTruth, detections: list[dict]) -> 
 
 
 def score_detections(ground_truth: CocoGroundTruth, detections: list[dict], image_ids: Sequence[int],
-                     pd_conf: float = 0.5, pd_radius: float = 3.0) -> EvalResult:
-    """Every figure of the paper's protocol (and Pd/Fa) for COCO-results ``detections`` on ``image_ids``."""
+                     pd_conf: float = 0.5, pd_radius: float = 3.0, extra_ious: Sequence[float] = ()) -> EvalResult:
+    """Every figure of the paper's protocol (and Pd/Fa) for COCO-results ``detections`` on ``image_ids``; with
+    ``extra_ious``, also the AP at those IoU thresholds."""
     image_ids = list(image_ids)
-    result = coco_scores(coco_api(ground_truth.data), detections, image_ids)
+    result = coco_scores(coco_api(ground_truth.data), detections, image_ids, extra_ious)
     result.pd, result.fa = pd_fa(centres_by_image(ground_truth.records), detection_centres(ground_truth, detections),
                                  image_ids, pd_conf, pd_radius)
     return result
@@ -58,7 +59,8 @@ def scored_records(ground_truth: CocoGroundTruth, all_frames: bool = False) -> l
 
 def evaluate(model: torch.nn.Module | InferenceBackend, ground_truth: CocoGroundTruth, settings: DetectSettings,
              all_frames: bool = False, pd_conf: float = 0.5, pd_radius: float = 3.0,
-             progress: bool = True, frozen_motion: bool = False) -> tuple[EvalResult, list[dict]]:
+             progress: bool = True, frozen_motion: bool = False,
+             extra_ious: Sequence[float] = ()) -> tuple[EvalResult, list[dict]]:
     """Detect on every annotated frame (``all_frames``: every listed frame) and score it as the paper does.
     ``frozen_motion``: each window is its key frame repeated (the diagnostic of what motion contributes).
 
@@ -88,13 +90,14 @@ def evaluate(model: torch.nn.Module | InferenceBackend, ground_truth: CocoGround
     finally:
         if module is not None:
             module.train(was_training)
-    result = score_detections(ground_truth, coco_results, [record.image_id for record in records], pd_conf, pd_radius)
+    result = score_detections(ground_truth, coco_results, [record.image_id for record in records], pd_conf, pd_radius,
+                              extra_ious)
     return result, coco_results
 
 
 def per_sequence_scores(ground_truth: CocoGroundTruth, detections: list[dict], records: Sequence[FrameRecord],
-                        roots: Sequence[Path] = (), pd_conf: float = 0.5,
-                        pd_radius: float = 3.0) -> dict[str, EvalResult]:
+                        roots: Sequence[Path] = (), pd_conf: float = 0.5, pd_radius: float = 3.0,
+                        extra_ious: Sequence[float] = ()) -> dict[str, EvalResult]:
     """The same figures for each sequence (the folder of its frames, named relative to the dataset root in ``roots``
     that holds it, after the root's name when there are several) on its own."""
     groups: dict[str, list[int]] = {}
@@ -105,7 +108,8 @@ def per_sequence_scores(ground_truth: CocoGroundTruth, detections: list[dict], r
         if root is not None and len(roots) > 1:
             name = f"{root.name}/{name}"
         groups.setdefault(name, []).append(record.image_id)
-    return {name: score_detections(ground_truth, detections, ids, pd_conf, pd_radius) for name, ids in groups.items()}
+    return {name: score_detections(ground_truth, detections, ids, pd_conf, pd_radius, extra_ious)
+            for name, ids in groups.items()}
 
 
 def image_attributes(ground_truth: CocoGroundTruth) -> dict[int, dict[str, Any]]:
@@ -135,7 +139,8 @@ def check_group_keys(ground_truth: CocoGroundTruth, records: Sequence[FrameRecor
 
 
 def per_group_scores(ground_truth: CocoGroundTruth, detections: list[dict], records: Sequence[FrameRecord], key: str,
-                     pd_conf: float = 0.5, pd_radius: float = 3.0) -> dict[str, EvalResult]:
+                     pd_conf: float = 0.5, pd_radius: float = 3.0,
+                     extra_ious: Sequence[float] = ()) -> dict[str, EvalResult]:
     """The same figures for the frames of each value of attribute ``key`` (see :func:`image_attributes`); frames
     without it form the group ``-``."""
     attributes = image_attributes(ground_truth)
@@ -143,7 +148,7 @@ def per_group_scores(ground_truth: CocoGroundTruth, detections: list[dict], reco
     for record in records:
         value = attributes.get(record.image_id, {}).get(key)
         groups.setdefault("-" if value is None else str(value), []).append(record.image_id)
-    return {name: score_detections(ground_truth, detections, groups[name], pd_conf, pd_radius)
+    return {name: score_detections(ground_truth, detections, groups[name], pd_conf, pd_radius, extra_ious)
             for name in sorted(groups)}
 
 

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import io
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -38,17 +39,25 @@ class EvalResult:
     # Each detection's score and whether COCO matched it at IoU 0.5: the data behind the F1-confidence curve.
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
     matched: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    # AP at other IoU thresholds than 0.5 (a diagnostic: is a target missed, or found with a box off by a pixel?).
+    ap_at_iou: dict[float, float] = field(default_factory=dict)
 
     def line(self) -> str:
         """The one-line report: percentages, and false alarms per frame."""
         return (f"mAP50 {100 * self.map50:.2f}  Precision {100 * self.precision:.2f}  Recall {100 * self.recall:.2f}  "
-                f"F1 {100 * self.f1:.2f}  Pd {100 * self.pd:.2f}  Fa {self.fa:.3f}")
+                f"F1 {100 * self.f1:.2f}  Pd {100 * self.pd:.2f}  Fa {self.fa:.3f}" + self.iou_line())
+
+    def iou_line(self) -> str:
+        """The diagnostic APs, appended to the report line when asked for ("" otherwise)."""
+        return "".join(f"  AP@{iou:g} {100 * ap:.2f}" for iou, ap in self.ap_at_iou.items())
 
     def as_dict(self) -> dict:
         """The scalar figures (percent, like the paper's tables, except Fa) for metrics.json."""
         return {"mAP50": 100 * self.map50, "mAP50_95": 100 * self.map50_95, "precision": 100 * self.precision,
                 "recall": 100 * self.recall, "f1": 100 * self.f1, "pd": 100 * self.pd, "fa": self.fa,
-                "frames": self.num_frames, "targets": self.num_targets}
+                "frames": self.num_frames, "targets": self.num_targets,
+                **({"AP_at_IoU": {f"{iou:g}": 100 * ap for iou, ap in self.ap_at_iou.items()}} if self.ap_at_iou
+                   else {})}
 
 
 def coco_api(data: dict) -> COCO:
@@ -72,10 +81,13 @@ def f1_score(precision: float, recall: float) -> float:
     return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
-def coco_scores(coco_gt: COCO, detections: list[dict], image_ids: list[int]) -> EvalResult:
-    """COCO bbox evaluation of ``detections`` (COCO results) on ``image_ids``, reduced as the paper does."""
+def coco_scores(coco_gt: COCO, detections: list[dict], image_ids: list[int],
+                extra_ious: Sequence[float] = ()) -> EvalResult:
+    """COCO bbox evaluation of ``detections`` (COCO results) on ``image_ids``, reduced as the paper does; with
+    ``extra_ious``, also COCO's AP at each of those IoU thresholds."""
     result = EvalResult(num_frames=len(image_ids))
     result.num_targets = len(coco_gt.getAnnIds(imgIds=image_ids, iscrowd=False))
+    result.ap_at_iou = {float(iou): 0.0 for iou in extra_ious}
     if not detections or not image_ids:
         result.summary = "no detections" if image_ids else "no frames"
         return result
@@ -107,7 +119,26 @@ def coco_scores(coco_gt: COCO, detections: list[dict], image_ids: list[int]) -> 
         result.recall = float(np.mean(recall[defined]))
         result.f1 = f1_score(result.precision, result.recall)
     result.scores, result.matched = _matches_at_iou50(evaluator)
+    if extra_ious:
+        result.ap_at_iou = _ap_at_ious(coco_gt, coco_dt, image_ids, list(result.ap_at_iou))
     return result
+
+
+def _ap_at_ious(coco_gt: COCO, coco_dt: COCO, image_ids: list[int], ious: list[float]) -> dict[float, float]:
+    """COCO's AP (area all, 100 detections, classes averaged) at each IoU threshold in ``ious``, as ``stats[1]``
+    computes it at 0.5."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        evaluator.params.imgIds = list(image_ids)
+        evaluator.params.iouThrs = np.array(ious, dtype=np.float64)
+        evaluator.evaluate()
+        evaluator.accumulate()
+    values = {}
+    for index, iou in enumerate(ious):
+        precision = evaluator.eval["precision"][index, :, :, 0, -1]
+        defined = precision[precision > -1]
+        values[iou] = float(defined.mean()) if defined.size else 0.0
+    return values
 
 
 def _matches_at_iou50(evaluator: COCOeval) -> tuple[np.ndarray, np.ndarray]:
