@@ -107,6 +107,25 @@ def test_augmentation_is_shared_by_all_frames_and_reproducible(tmp_path):
     assert any(not np.array_equal(again[i][0], samples[i][0]) for i in range(8))
 
 
+def test_a_dataset_zoom_shows_a_small_target_larger_in_every_frame(tmp_path):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    frame = np.full((32, 32), 20, np.uint8)
+    frame[12:16, 12:16] = 220  # a 4 x 4 target
+    for number in range(3):
+        cv2.imwrite(str(folder / f"{number}.png"), frame)
+    record = FrameRecord(folder / "2.png", np.array([[12, 12, 16, 16, 0]], np.float32))
+    dataset = SequenceDataset([record, record], (32, 32), 3, zooms=[1, 2])
+    (plain, plain_targets, _), (zoomed, zoomed_targets, _) = dataset[0], dataset[1]
+    np.testing.assert_allclose(plain_targets, [[14, 14, 4, 4, 0]])
+    # Twice the size about the frame's centre (15.5, 15.5): edges 12 -> 8 and 16 -> 16.
+    np.testing.assert_allclose(zoomed_targets, [[12, 12, 8, 8, 0]])
+    bright = frame_value(zoomed) > 120
+    assert (frame_value(plain) > 120).sum() == 3 * 16
+    assert 3 * 48 <= bright.sum() <= 3 * 80 and bright[:, 9:15, 9:15].all() and not bright[:, :6, :6].any()
+    np.testing.assert_array_equal(zoomed[:, 0], zoomed[:, 2])
+
+
 def test_loader_with_workers_matches_the_main_process(tmp_path):
     for seq in range(2):
         write_frames(tmp_path / f"images/data{seq}", range(6), size=(40, 40), value_of=lambda n: 20 * n + seq)

@@ -10,6 +10,7 @@ from conftest import (REPO, assert_clean_error, calibrated_tiny_model, prior_wei
                       write_frames)
 
 from utils.data.annotations import read_coco
+from utils.errors import SSTNetError
 from utils.train.config import DataConfig
 from utils.train.trainer import training_records
 
@@ -158,12 +159,24 @@ def test_training_records_repeat_each_dataset_and_take_empty_frames_when_asked(d
     drone, daub = datasets
     train_gt = read_coco(daub / "annotations/instances_test2017.json", daub)
     data = DataConfig(train_ann="annotations/instances_test2017.json", mix_data=(str(drone),), dataset_repeats=(3, 2))
-    records = training_records(data, train_gt)
+    records, zooms = training_records(data, train_gt)
     assert len(records) == 3 * 5 + 2 * 9
     assert sum(record.path.is_relative_to(drone) for record in records) == 18
-    data = dataclasses.replace(data, all_frames=True)
-    assert len(training_records(data, train_gt)) == 3 * 5 + 2 * 12
-    assert sum(not len(record.boxes) for record in training_records(data, train_gt)) == 2 * 3
+    assert zooms == [1.0] * len(records)
+    data = dataclasses.replace(data, all_frames=True, dataset_zoom=(2.0, 1.0))
+    records, zooms = training_records(data, train_gt)
+    assert len(records) == 3 * 5 + 2 * 12
+    assert sum(not len(record.boxes) for record in records) == 2 * 3
+    # Each frame carries its own dataset's zoom, through the repeats.
+    assert [zoom for record, zoom in zip(records, zooms) if record.path.is_relative_to(daub)] == [2.0] * 15
+    assert [zoom for record, zoom in zip(records, zooms) if record.path.is_relative_to(drone)] == [1.0] * 24
+
+
+def test_dataset_zoom_must_match_the_datasets_and_lie_in_its_range():
+    with pytest.raises(SSTNetError, match=r"--dataset-zoom: give 2 factor\(s\), one for --data-root"):
+        DataConfig(data_root="a", mix_data=("b",), dataset_zoom=(2.0,))
+    with pytest.raises(SSTNetError, match=r"--dataset-zoom 0.1: must lie in \[0.25, 8\]"):
+        DataConfig(data_root="a", mix_data=("b",), dataset_zoom=(0.1, 1.0))
 
 
 def test_dataset_repeats_must_match_the_datasets():

@@ -94,12 +94,13 @@ class AugmentDraw:
 
 
 def _geometry(config: AugmentConfig, rng: np.random.Generator, input_hw: tuple[int, int],
-              boxes: np.ndarray) -> np.ndarray | None:
-    """The 2×3 map of pixel centres: zoom about the centre, mirrors, then a whole-pixel shift that keeps boxes in."""
+              boxes: np.ndarray, base_zoom: float = 1.0) -> np.ndarray | None:
+    """The 2×3 map of pixel centres: zoom about the centre (``base_zoom`` times the drawn one), mirrors, then a
+    whole-pixel shift that keeps boxes in."""
     height, width = input_hw
     flip_x = rng.random() < config.flip_lr
     flip_y = rng.random() < config.flip_ud
-    zoom = math.exp(rng.uniform(math.log(config.scale[0]), math.log(config.scale[1])))
+    zoom = base_zoom * math.exp(rng.uniform(math.log(config.scale[0]), math.log(config.scale[1])))
     centre_x, centre_y = (width - 1) / 2, (height - 1) / 2
     sx, sy = (-zoom if flip_x else zoom), (-zoom if flip_y else zoom)
     matrix = np.array([[sx, 0.0, centre_x - sx * centre_x], [0.0, sy, centre_y - sy * centre_y]])
@@ -136,9 +137,10 @@ def _grey_table(config: AugmentConfig, rng: np.random.Generator) -> np.ndarray |
 
 
 def draw_augmentation(config: AugmentConfig, rng: np.random.Generator, input_hw: tuple[int, int],
-                      boxes: np.ndarray) -> AugmentDraw:
-    """Draw one sample's augmentation; ``boxes`` (input pixels) are those the geometry must keep inside."""
-    matrix = _geometry(config, rng, input_hw, boxes)
+                      boxes: np.ndarray, base_zoom: float = 1.0) -> AugmentDraw:
+    """Draw one sample's augmentation; ``boxes`` (input pixels) are those the geometry must keep inside, and
+    ``base_zoom`` multiplies the zoom drawn from ``config.scale``."""
+    matrix = _geometry(config, rng, input_hw, boxes, base_zoom)
     lut = _grey_table(config, rng)
     gains = rng.uniform(-1.0, 1.0, 3) * np.asarray(config.hsv) + 1.0
     hsv_gains = None if np.all(gains == 1.0) else (float(gains[0]), float(gains[1]), float(gains[2]))
@@ -188,9 +190,10 @@ def augment_frame(image: np.ndarray, draw: AugmentDraw, rng: np.random.Generator
 
 
 def augment_sample(frames: list[np.ndarray], boxes: np.ndarray, config: AugmentConfig,
-                   rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
-    """Augment a sample's T frames (oldest first) and its key frame's boxes with one draw from ``rng``."""
-    draw = draw_augmentation(config, rng, frames[-1].shape[:2], boxes)
+                   rng: np.random.Generator, base_zoom: float = 1.0) -> tuple[list[np.ndarray], np.ndarray]:
+    """Augment a sample's T frames (oldest first) and its key frame's boxes with one draw from ``rng``, its zoom
+    ``base_zoom`` times the drawn one."""
+    draw = draw_augmentation(config, rng, frames[-1].shape[:2], boxes, base_zoom)
     return [augment_frame(frame, draw, rng) for frame in frames], transform_boxes(boxes, draw.matrix)
 
 

@@ -26,12 +26,14 @@ class SequenceDataset(Dataset):
     ``__getitem__`` returns a 3×T×H×W float32 array and an n×5 float32 tensor of (cx, cy, w, h, cls) in input
     pixels. Every window is checked when the dataset is built, so a missing frame fails at once, not mid-epoch.
     Augmentation (``augment``; none by default, as the release trains) is drawn once per sample from a generator
-    seeded by (seed, epoch, index), so runs and resumed runs see the same draws.
+    seeded by (seed, epoch, index), so runs and resumed runs see the same draws. ``zooms`` (one per record, default
+    1) enlarge a sample about its centre before the augmentation's own zoom, cropped to the input with its boxes kept
+    inside: a dataset whose targets are smaller than the others' is shown at their size.
     """
 
     def __init__(self, records: Sequence[FrameRecord], input_shape: tuple[int, int], num_frame: int = 5,
                  augment: AugmentConfig | None = None, seed: int = 0, source: str = "dataset",
-                 frame_step: int = 1) -> None:
+                 frame_step: int = 1, zooms: Sequence[float] | None = None) -> None:
         if num_frame < 2:
             raise SSTNetError(f"--num-frame {num_frame}: SSTNet needs at least 2 frames per sample")
         if not records:
@@ -40,6 +42,9 @@ class SequenceDataset(Dataset):
         self.input_shape = tuple(input_shape)
         self.num_frame = num_frame
         self.augment = augment if augment is not None and augment.enabled else None
+        self.zooms = [1.0] * len(self.records) if zooms is None else [float(zoom) for zoom in zooms]
+        if len(self.zooms) != len(self.records):
+            raise ValueError(f"{source}: {len(self.zooms)} zooms for {len(self.records)} records")
         self.seed = seed
         self.epoch = 0
         folders = SequenceFolders()
@@ -84,9 +89,10 @@ class SequenceDataset(Dataset):
         :meth:`load_window`)."""
         frames, letterboxes, nonfinite = self.load_window(index)
         boxes = letterboxes[-1].map_boxes(self.records[index].boxes)
-        if self.augment is not None:
+        zoom = self.zooms[index]
+        if self.augment is not None or zoom != 1:
             rng = np.random.default_rng((self.seed, self.epoch, index))
-            frames, boxes = augment_sample(frames, boxes, self.augment, rng)
+            frames, boxes = augment_sample(frames, boxes, self.augment or AugmentConfig(), rng, zoom)
             boxes = clip_boxes(boxes, self.input_shape)
         sample = np.stack([normalize(frame) for frame in frames], axis=1)
         targets = torch.from_numpy(boxes)

@@ -57,6 +57,7 @@ class DataConfig:
     val_txt: str | None = None
     mix_data: tuple[str, ...] = ()
     dataset_repeats: tuple[int, ...] | None = None
+    dataset_zoom: tuple[float, ...] | None = None
     all_frames: bool = False
     num_classes: int | None = None
     epoch_fraction: float = 0.2
@@ -85,11 +86,23 @@ class DataConfig:
                                   f"--mix-data root, got {len(self.dataset_repeats)}")
             for count in self.dataset_repeats:
                 check_number("--dataset-repeats", count, 1)
+        if self.dataset_zoom is not None:
+            expected = 1 + len(self.mix_data)
+            if len(self.dataset_zoom) != expected:
+                raise SSTNetError(f"--dataset-zoom: give {expected} factor(s), one for --data-root and one per "
+                                  f"--mix-data root, got {len(self.dataset_zoom)}")
+            for factor in self.dataset_zoom:
+                check_number("--dataset-zoom", factor, 0.25, 8)
 
     @property
     def repeats(self) -> tuple[int, ...]:
         """How many times each training set is listed: --data-root's, then each --mix-data root's."""
         return self.dataset_repeats or (1,) * (1 + len(self.mix_data))
+
+    @property
+    def zooms(self) -> tuple[float, ...]:
+        """The zoom of each training set's samples: --data-root's, then each --mix-data root's."""
+        return self.dataset_zoom or (1.0,) * (1 + len(self.mix_data))
 
 
 @dataclass(frozen=True)
@@ -173,7 +186,7 @@ class RunConfig:
 GROUPS = {"model": ModelFlags, "data": DataConfig, "augment": AugmentConfig, "optim": OptimConfig,
           "start": StartConfig, "run": RunConfig}
 # Flat values that JSON turns into lists and the dataclasses hold as tuples.
-_TUPLES = {"mix_data", "dataset_repeats", "scale", "hsv"}
+_TUPLES = {"mix_data", "dataset_repeats", "dataset_zoom", "scale", "hsv"}
 
 
 def _plain(name: str, value: Any) -> Any:

@@ -38,6 +38,11 @@ def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
                       help="how many times each training set's frames are listed, --data-root's first, then each "
                            "--mix-data root's (default: 1 each), e.g. to let a few real clips weigh as much as a large "
                            "imported dataset; each listing draws its own augmentation")
+    data.add_argument("--dataset-zoom", type=float, nargs="+", default=None, metavar="F",
+                      help="a zoom about each training set's frames, --data-root's first, then each --mix-data "
+                           "root's (default: 1 each), applied before the augmentation's --scale and cropped to the "
+                           "input (boxes kept inside), e.g. 2 to show one dataset's 3-5 px targets at the size of "
+                           "another's 8-10 px ones; score that dataset at twice its frame size (--input-size)")
     data.add_argument("--all-frames", action="store_true",
                       help="also train and validate on the frames the annotation files list without boxes (no target "
                            "in view: negatives), as vid_map_coco.py --all-frames scores them (default: annotated "

@@ -138,9 +138,10 @@ def split_records(ground_truth: CocoGroundTruth, all_frames: bool) -> list[Frame
     return ground_truth.records + (ground_truth.unannotated if all_frames else [])
 
 
-def training_records(data: DataConfig, train_gt: CocoGroundTruth) -> list[FrameRecord]:
+def training_records(data: DataConfig, train_gt: CocoGroundTruth) -> tuple[list[FrameRecord], list[float]]:
     """The training frames: the main training set's, then those of the ``--mix-data`` datasets (their
-    ``--train-ann``, which must name the same classes in the same order), each listed ``--dataset-repeats`` times."""
+    ``--train-ann``, which must name the same classes in the same order), each listed ``--dataset-repeats`` times;
+    and each frame's zoom, its dataset's ``--dataset-zoom``."""
     parts = [split_records(train_gt, data.all_frames)]
     ann = Path(data.train_ann)
     for root in data.mix_data:
@@ -150,7 +151,8 @@ def training_records(data: DataConfig, train_gt: CocoGroundTruth) -> list[FrameR
             raise SSTNetError(f"--mix-data {root}: its classes {category_names(ground_truth)} differ from the training "
                               f"set's {category_names(train_gt)}")
         parts.append(split_records(ground_truth, data.all_frames))
-    return [record for part, count in zip(parts, data.repeats) for _ in range(count) for record in part]
+    listed = [(part, zoom) for part, count, zoom in zip(parts, data.repeats, data.zooms) for _ in range(count)]
+    return ([record for part, _ in listed for record in part], [zoom for part, zoom in listed for _ in part])
 
 
 def restore_config(config: TrainConfig, saved: dict) -> TrainConfig:
@@ -242,12 +244,12 @@ class Trainer:
         data = self.config.data
         self.root = resolve_dataset_root(data.data_root)
         self.train_gt = load_split(data, self.root, "train")
-        train_records = training_records(data, self.train_gt)
+        train_records, train_zooms = training_records(data, self.train_gt)
         self.val_gt = load_split(data, resolve_dataset_root(data.val_root) if data.val_root else self.root, "val")
         self.num_classes = len(self.train_gt.category_ids)
         self.train_set = SequenceDataset(train_records, self.input_shape, self.spec.num_frame,
                                          augment=self.config.augment, seed=self.config.optim.seed,
-                                         source="training set", frame_step=self.spec.frame_step)
+                                         source="training set", frame_step=self.spec.frame_step, zooms=train_zooms)
         self.val_set = SequenceDataset(split_records(self.val_gt, data.all_frames), self.input_shape,
                                        self.spec.num_frame, source="validation set", frame_step=self.spec.frame_step)
 
