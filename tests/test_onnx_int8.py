@@ -16,7 +16,9 @@ from nets.weights import read_trained_weights  # noqa: E402
 from utils.boxes import pairwise_iou  # noqa: E402
 from utils.deploy.onnx_backend import OnnxBackend  # noqa: E402
 from utils.deploy.onnx_export import export_graphs  # noqa: E402
-from utils.deploy.onnx_int8 import DEFAULT_FLOAT_MODULES, Quantization, float_nodes  # noqa: E402
+from utils.deploy import onnx_int8  # noqa: E402
+from utils.deploy.onnx_int8 import DEFAULT_FLOAT_MODULES, Quantization, float_nodes, histogram_chunk  # noqa: E402
+from utils.errors import SSTNetError  # noqa: E402
 from utils.infer.calibration import calibration_windows  # noqa: E402
 from utils.infer.engine import DetectSettings, build_model, detect_batches  # noqa: E402
 from utils.infer.sources import video_batches  # noqa: E402
@@ -226,3 +228,51 @@ def test_percentile_calibration_narrows_the_ranges_and_says_so(tiny_weights, dau
     assert len(shared) > 10
     assert all(clipped[name] <= minmax[name] * 1.001 for name in shared)
     assert sum(clipped[name] < 0.9 * minmax[name] for name in shared) >= len(shared) // 2
+
+
+def test_histogram_chunks_fit_half_the_memory_and_divide_the_samples():
+    assert histogram_chunk(10, 64, 2000) is None  # all 64 samples fit in half of it
+    assert histogram_chunk(10, 64, None) is None  # memory unknown: as ONNX Runtime does
+    assert histogram_chunk(10, 64, 500) == 16  # 25 fit, 16 is the largest divisor of 64 under it
+    assert histogram_chunk(10, 7, 100) == 1  # a prime count: one at a time
+    with pytest.raises(SSTNetError, match=r"one calibration sample holds 1.0 GiB .* use --calibration-method minmax"):
+        histogram_chunk(2**30, 64, 2**30)
+
+
+def activation_scales(proto) -> dict[str, float]:
+    initializers = {tensor.name: onnx.numpy_helper.to_array(tensor) for tensor in proto.graph.initializer}
+    return {node.input[0]: float(initializers[node.input[1]]) for node in proto.graph.node
+            if node.op_type == "QuantizeLinear" and initializers[node.input[1]].ndim == 0}
+
+
+def test_percentile_calibration_collects_in_chunks_when_memory_is_short(tiny_weights, daub_real, tmp_path,
+                                                                        monkeypatch):
+    """With memory for two samples at a time, the histograms are built over three chunks of the six windows and
+    give the ranges of one pass within a few percent (the chunks' histograms merge on the first chunk's bins)."""
+    from onnxruntime.quantization.calibrate import HistogramCalibrater
+
+    spec = ModelSpec(phi="nano", num_frame=T, input_shape=(64, 96), threads=1)
+    model = build_model(spec, 1, torch.load(tiny_weights), torch.device("cpu"))
+    calibration = calibration_windows(model, spec, daub_real, "train", 6)
+    quantization = Quantization(method="percentile", percentile=99.9)
+    collected = []
+    original = HistogramCalibrater.collect_data
+    monkeypatch.setattr(HistogramCalibrater, "collect_data",
+                        lambda self, reader: collected.append(1) or original(self, reader))
+    export_graphs(model, spec, 1, ["target"], tmp_path / "whole", graphs=("frame",), calibration=calibration,
+                  quantization=quantization)
+    assert len(collected) == 1
+    monkeypatch.setattr(onnx_int8, "activation_bytes", lambda proto: 1000)
+    monkeypatch.setattr(onnx_int8, "available_bytes", lambda device: 4000.0)
+    export_graphs(model, spec, 1, ["target"], tmp_path / "chunked", graphs=("frame",), calibration=calibration,
+                  quantization=quantization)
+    assert len(collected) == 1 + 3
+    whole, chunked = (activation_scales(onnx.load(str(tmp_path / run / "frame.onnx"))) for run in ("whole", "chunked"))
+    assert whole.keys() == chunked.keys() and len(whole) > 10
+    assert all(abs(chunked[name] - whole[name]) <= 0.05 * whole[name] for name in whole), \
+        max(abs(chunked[name] / whole[name] - 1) for name in whole)
+    monkeypatch.setattr(onnx_int8, "available_bytes", lambda device: 1000.0)
+    with pytest.raises(SSTNetError, match="--calibration-method percentile: one calibration sample"):
+        export_graphs(model, spec, 1, ["target"], tmp_path / "refused", graphs=("frame",), calibration=calibration,
+                      quantization=quantization)
+    assert not list((tmp_path / "refused").glob("*.onnx"))

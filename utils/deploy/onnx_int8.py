@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from ..errors import SSTNetError
+from ..runtime.memory import available_bytes
 from .onnx_format import FRAME_INPUT, WINDOW_INPUT, detect_inputs, require
 
 DEFAULT_FLOAT_MODULES = ("model.head.reg_preds", "model.head.obj_preds", "model.head.cls_preds")
@@ -35,6 +37,10 @@ CALIBRATION_METHODS = ("minmax", "percentile")
 DEFAULT_PERCENTILE = 99.999
 WEIGHT_BITS = (7, 8)
 DEFAULT_WEIGHT_BITS = 7
+# ONNX Runtime's histogram calibrator (the percentile method) keeps every calibrated activation of every sample it is
+# given until it builds their histograms: at 512×640 one window of window.onnx holds about a gigabyte. The samples are
+# then given in chunks that fit in this share of the available memory; the histograms merge across chunks.
+HISTOGRAM_MEMORY_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -125,10 +131,17 @@ def _quantize(proto, feeds: list[dict[str, np.ndarray]], quantization: Quantizat
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Feeds(CalibrationDataReader):
-        """The calibration samples, one feed at a time, as ONNX Runtime's calibrator reads them."""
+        """The calibration samples, one feed at a time, as ONNX Runtime's calibrator reads them (a range of them at a
+        time when it collects in chunks)."""
 
         def __init__(self) -> None:
-            self.remaining = iter(feeds)
+            self.set_range(0, len(feeds))
+
+        def __len__(self) -> int:
+            return len(feeds)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.remaining = iter(feeds[start_index:end_index])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.remaining, None)
@@ -142,7 +155,45 @@ def _quantize(proto, feeds: list[dict[str, np.ndarray]], quantization: Quantizat
         onnx.save_model(proto, str(plain))
         # Folds batch norms into their convolutions and fixes shapes, so that every convolution is quantized whole.
         quant_pre_process(str(plain), str(prepared), skip_symbolic_shape=True)
+        if quantization.method == "percentile":
+            chunk = histogram_chunk(activation_bytes(onnx.load(str(prepared))), len(feeds),
+                                    available_bytes(torch.device("cpu")))
+            if chunk is not None:
+                # ONNX Runtime's option collects the samples in chunks of this size, whatever the method.
+                extra["CalibStridedMinMax"] = chunk
         quantize_static(str(prepared), str(quantized), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep,
                         calibrate_method=method, extra_options=extra, reduce_range=quantization.weight_bits == 7)
         return onnx.load(str(quantized))
+
+
+def activation_bytes(proto) -> int:
+    """Bytes of one sample's float tensors in a shape-inferred graph (inputs, intermediates and outputs of known
+    static shape): what a histogram calibrator keeps of each sample."""
+    import onnx
+
+    total = 0
+    for value in [*proto.graph.input, *proto.graph.value_info, *proto.graph.output]:
+        tensor = value.type.tensor_type
+        if tensor.elem_type != onnx.TensorProto.FLOAT:
+            continue
+        dims = [dim.dim_value for dim in tensor.shape.dim]
+        if dims and all(dim > 0 for dim in dims):
+            total += 4 * int(np.prod(dims))
+    return total
+
+
+def histogram_chunk(sample_bytes: int, samples: int, available: float | None) -> int | None:
+    """How many calibration samples the histogram calibrator may hold at once so that they fit in
+    ``HISTOGRAM_MEMORY_SHARE`` of the ``available`` memory: None when all of them fit (or the memory is unknown),
+    else the largest divisor of ``samples`` that fits (ONNX Runtime's chunks must divide them)."""
+    budget = HISTOGRAM_MEMORY_SHARE * available if available is not None else None
+    if budget is None or sample_bytes * samples <= budget:
+        return None
+    if sample_bytes > budget:
+        raise SSTNetError(f"--calibration-method percentile: one calibration sample holds {sample_bytes / 2**30:.1f} "
+                          f"GiB of activations, more than half the {available / 2**30:.1f} GiB of memory available; "
+                          "use --calibration-method minmax (which keeps only each activation's range) or a smaller "
+                          "--input-size")
+    fit = int(budget // sample_bytes)
+    return max(size for size in range(1, fit + 1) if samples % size == 0)
