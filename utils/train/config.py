@@ -8,6 +8,7 @@ resume checkpoints store (the form earlier versions stored, so their checkpoints
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
@@ -79,20 +80,20 @@ class DataConfig:
                 raise SSTNetError(f"{flag} {root}: the same folder as {seen[real]}; each training set is listed once "
                                   "(weigh one more with --dataset-repeats)")
             seen[real] = f"{flag} {root}"
-        if self.dataset_repeats is not None:
-            expected = 1 + len(self.mix_data)
-            if len(self.dataset_repeats) != expected:
-                raise SSTNetError(f"--dataset-repeats: give {expected} count(s), one for --data-root and one per "
-                                  f"--mix-data root, got {len(self.dataset_repeats)}")
-            for count in self.dataset_repeats:
-                check_number("--dataset-repeats", count, 1)
-        if self.dataset_zoom is not None:
-            expected = 1 + len(self.mix_data)
-            if len(self.dataset_zoom) != expected:
-                raise SSTNetError(f"--dataset-zoom: give {expected} factor(s), one for --data-root and one per "
-                                  f"--mix-data root, got {len(self.dataset_zoom)}")
-            for factor in self.dataset_zoom:
-                check_number("--dataset-zoom", factor, 0.25, 8)
+        self._check_per_dataset("--dataset-repeats", self.dataset_repeats, "count(s)", 1)
+        self._check_per_dataset("--dataset-zoom", self.dataset_zoom, "factor(s)", 0.25, 8)
+
+    def _check_per_dataset(self, flag: str, values: tuple | None, what: str, low: float,
+                           high: float = math.inf) -> None:
+        """A per-training-set option: one value for --data-root and one per --mix-data root, each in range."""
+        if values is None:
+            return
+        expected = 1 + len(self.mix_data)
+        if len(values) != expected:
+            raise SSTNetError(f"{flag}: give {expected} {what}, one for --data-root and one per --mix-data root, got "
+                              f"{len(values)}")
+        for value in values:
+            check_number(flag, value, low, high)
 
     @property
     def repeats(self) -> tuple[int, ...]:
