@@ -93,10 +93,7 @@ def coco_scores(coco_gt: COCO, detections: list[dict], image_ids: list[int],
         return result
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes(copy.deepcopy(detections))
-        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
-        evaluator.params.imgIds = list(image_ids)
-        evaluator.evaluate()
-        evaluator.accumulate()
+    evaluator = _accumulated(coco_gt, coco_dt, image_ids)
     summary = io.StringIO()
     with contextlib.redirect_stdout(summary):
         evaluator.summarize()
@@ -124,15 +121,24 @@ def coco_scores(coco_gt: COCO, detections: list[dict], image_ids: list[int],
     return result
 
 
-def _ap_at_ious(coco_gt: COCO, coco_dt: COCO, image_ids: list[int], ious: list[float]) -> dict[float, float]:
-    """COCO's AP (area all, 100 detections, classes averaged) at each IoU threshold in ``ious``, as ``stats[1]``
-    computes it at 0.5."""
+def _accumulated(coco_gt: COCO, coco_dt: COCO, image_ids: list[int],
+                 ious: list[float] | None = None) -> COCOeval:
+    """COCO's bbox evaluation of ``coco_dt`` on ``image_ids``, accumulated, at COCO's IoU thresholds (or ``ious``),
+    without its console chatter."""
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator = COCOeval(coco_gt, coco_dt, "bbox")
         evaluator.params.imgIds = list(image_ids)
-        evaluator.params.iouThrs = np.array(ious, dtype=np.float64)
+        if ious is not None:
+            evaluator.params.iouThrs = np.array(ious, dtype=np.float64)
         evaluator.evaluate()
         evaluator.accumulate()
+    return evaluator
+
+
+def _ap_at_ious(coco_gt: COCO, coco_dt: COCO, image_ids: list[int], ious: list[float]) -> dict[float, float]:
+    """COCO's AP (area all, 100 detections, classes averaged) at each IoU threshold in ``ious``, as ``stats[1]``
+    computes it at 0.5."""
+    evaluator = _accumulated(coco_gt, coco_dt, image_ids, ious)
     values = {}
     for index, iou in enumerate(ious):
         precision = evaluator.eval["precision"][index, :, :, 0, -1]
