@@ -121,8 +121,11 @@ REAL_RECIPE := --input-size 256x320 --phi nano --lstm-hidden 16 --optimizer adam
 REAL_TRAIN := $(REAL_RECIPE) --pretrained $(DEMO_START) --mix-data $(REAL_VIDEO_DATA) --dataset-repeats $(REAL_DAUB_REPEATS) 1 \
 	--dataset-zoom $(REAL_DATASET_ZOOM) --val-root $(REAL_VIDEO_DATA) --val-fraction 0.02 --epochs $(REAL_EPOCHS) --epoch-fraction $(REAL_EPOCH_FRACTION) \
 	--l1-loss-epochs $(REAL_L1_EPOCHS) --seed $(REAL_SEED)
-REAL_SCORE := --data-root $(DATA) $(REAL_VIDEO_DATA) --all-frames --per-sequence --group-by dataset distance_bin class \
-	--quiet
+# The input size each test split is read at (DAUB, then the drone clips): a model sees best the target sizes it trained
+# on, so a dataset shown zoomed in training is scored at the same zoom.
+REAL_SCORE_SIZES ?= 256x320 256x320
+REAL_SCORE := --data-root $(DATA) $(REAL_VIDEO_DATA) --input-size $(REAL_SCORE_SIZES) --all-frames --per-sequence \
+	--group-by dataset distance_bin class --quiet
 
 # The drone videos are imported into the DAUB layout once (key frames every 5 frames with the windows --frame-step 4
 # reads; about 3 GB, a few minutes); delete REAL_VIDEO_DATA to import them again.

@@ -13,14 +13,20 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from utils.data.bundled import DAUB
 from utils.infer.detector import add_detector_arguments, load_detector
+from utils.model_spec import DEFAULT_INPUT_SIZE, INPUT_MULTIPLE, format_input_shape, parse_input_shape
 from utils.runtime.cli import check_number, given_flags, make_parser
 from utils.runtime.entry import run_cli
+
+if TYPE_CHECKING:
+    from utils.data.annotations import CocoGroundTruth, FrameRecord
 
 DEFAULT_ANN = "annotations/instances_test2017.json"
 # The options that only mean something when a model runs, refused with --detections.
@@ -36,7 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "dataset)")
     parser.add_argument("--ann", default=DEFAULT_ANN, help="COCO json to score, relative to --data-root unless absolute"
                                                            f" (default: {DEFAULT_ANN})")
-    add_detector_arguments(parser, conf=0.001, nms=0.65, engine_aliases=("--mode",))
+    add_detector_arguments(parser, conf=0.001, nms=0.65, engine_aliases=("--mode",),
+                           several_sizes=f"input side, a multiple of {INPUT_MULTIPLE}, or HxW (default: "
+                                         f"{DEFAULT_INPUT_SIZE}); one for every --data-root, or one per --data-root in "
+                                         "order, each dataset read at its own size (e.g. 512x640 256x320: DAUB's 3-5 "
+                                         "px targets at twice their size beside drone clips at theirs), the overall "
+                                         "figure scoring all their detections together")
     parser.add_argument("--detections", type=Path, default=None, metavar="FILE",
                         help="score this COCO results file (a JSON list of {image_id, category_id, bbox, score}) "
                              "instead of running a model (the release's map_mode 2): every figure, file and plot as "
@@ -88,12 +99,39 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, a
             raise SSTNetError(f"{', '.join(flags)}: apply to a model run; --detections scores a results file as it is")
     else:
         check_detector_arguments(args)
+        roots = len(args.data_root or [DAUB])
+        sizes = args.input_size or []
+        shapes = [parse_input_shape(size) for size in sizes]
+        if len(sizes) not in (0, 1, roots):
+            raise SSTNetError(f"--input-size {' '.join(sizes)}: give one size, or one per --data-root ({roots})")
+        if args.onnx is not None and len(set(shapes)) > 1:
+            raise SSTNetError(f"--input-size {' '.join(sizes)}: the graphs of --onnx take the one size they were "
+                              "exported at; score each dataset in its own run")
     check_number("--pd-conf", args.pd_conf, 0, 1)
     check_number("--pd-radius", args.pd_radius, 0, low_open=True)
     for iou in args.extra_iou:
         check_number("--extra-iou", iou, 0, 1, low_open=True)
     if len(set(args.extra_iou)) < len(args.extra_iou):
         raise SSTNetError(f"--extra-iou {' '.join(f'{iou:g}' for iou in args.extra_iou)}: a threshold is given twice")
+
+
+def detect_per_root(args: argparse.Namespace, parts: list[tuple[str, CocoGroundTruth]], ground_truth: CocoGroundTruth,
+                    records: list[FrameRecord]) -> list[dict]:
+    """Detections on each --data-root's frames at its own --input-size (one model, built for the largest size),
+    as COCO results on the merged ``ground_truth``."""
+    from utils.infer.evaluation import detect_records, records_by_part
+
+    shapes = [parse_input_shape(size) for size in args.input_size]
+    args.input_size = format_input_shape(max(shapes, key=lambda shape: shape[0] * shape[1]))
+    detector = load_detector(args, len(ground_truth.category_ids))
+    print("input size per --data-root: " + ", ".join(f"{name} {format_input_shape(shape)}"
+                                                      for (name, _), shape in zip(parts, shapes)))
+    detections: list[dict] = []
+    for (name, _), shape, part_records in zip(parts, shapes, records_by_part(parts, records)):
+        settings = dataclasses.replace(detector.settings, input_shape=shape)
+        detections += detect_records(detector.backend, ground_truth, part_records, settings, not args.quiet,
+                                     args.frozen_motion, desc=f"evaluate {name}")
+    return detections
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,7 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         detections = read_coco_results(args.detections, ground_truth, ann_paths[0].name)
         result = score_detections(ground_truth, detections, [record.image_id for record in records], args.pd_conf,
                                   args.pd_radius, args.extra_iou)
+    elif args.input_size is not None and len(args.input_size) > 1:
+        detections = detect_per_root(args, parts, ground_truth, records)
+        result = score_detections(ground_truth, detections, [record.image_id for record in records], args.pd_conf,
+                                  args.pd_radius, args.extra_iou)
     else:
+        args.input_size = args.input_size[0] if args.input_size else None
         detector = load_detector(args, len(ground_truth.category_ids))
         result, detections = evaluate(detector.backend, ground_truth, detector.settings, all_frames=args.all_frames,
                                       pd_conf=args.pd_conf, pd_radius=args.pd_radius, progress=not args.quiet,

@@ -37,7 +37,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from utils.model_spec import COMPILE_MODES  # noqa: E402
+from utils.model_spec import COMPILE_MODES, INPUT_MULTIPLE  # noqa: E402
 from utils.runtime.cli import check_number, make_parser  # noqa: E402
 from utils.runtime.device import apply_threads, check_amp, select_device  # noqa: E402
 from utils.runtime.entry import run_cli  # noqa: E402
@@ -52,7 +52,9 @@ from benchmarks.report import markdown, write_report  # noqa: E402
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(__doc__)
-    add_model_arguments(parser, several_sizes=True, computation=False, from_weights=False)
+    add_model_arguments(parser, several_sizes=f"input sides to measure, each a multiple of {INPUT_MULTIPLE} or HxW "
+                                              "(default: 256 and 512; --quick: 256)",
+                        computation=False, from_weights=False)
     parser.add_argument("--quick", action="store_true",
                         help="S = 256 only (unless --input-size), fewer repeats (about a minute on a 2-core CPU)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per figure (default: 5; --quick: 3)")

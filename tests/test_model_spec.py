@@ -291,6 +291,11 @@ def test_every_script_shows_the_shared_options_identically():
                                                         "vid_predict.py", "export_onnx.py")}
     for flag in SHARED_FLAGS:
         texts = {script: options[flag] for script, options in helps.items()}
+        if flag == "--input-size":  # vid_map_coco.py also takes one size per dataset root, and says so after
+            scoring = texts.pop("vid_map_coco.py")
+            single = texts["vid_predict.py"].split(" S ", 1)[1].strip()
+            assert scoring.startswith("--input-size S [S ...] " + single + ";"), scoring
+            assert "one per --data-root" in scoring, scoring
         assert len(set(texts.values())) == 1, texts
     for options in helps.values():
         assert all(text.count("(default:") <= 1 for text in options.values()), options

@@ -86,6 +86,37 @@ def test_several_roots_score_as_one_and_each_alone(weights, datasets, tmp_path):
     assert "per distance_bin:" in result.stdout
 
 
+def test_each_root_can_be_read_at_its_own_input_size(weights, datasets, tmp_path):
+    drone, daub = datasets
+    result = score(weights, tmp_path / "both", "--data-root", drone, daub, "--group-by", "dataset",
+                   "--input-size", "64", "96")
+    assert "input size per --data-root: drone 64, daub 96" in result.stdout
+    per_dataset = json.loads((tmp_path / "both/per_dataset.json").read_text())
+    detections = json.loads((tmp_path / "both/detections.json").read_text())
+    for root, size in ((drone, "64"), (daub, "96")):
+        score(weights, tmp_path / root.name, "--data-root", root, "--input-size", size)
+        assert per_dataset[root.name] == pytest.approx(json.loads((tmp_path / root.name / "metrics.json").read_text()))
+    # The overall figure scores the union of the two runs' detections, not either alone.
+    first_daub_id = 13  # the merge numbers the drone clips' 12 frames first
+    daub_alone = json.loads((tmp_path / "daub/detections.json").read_text())
+    assert same_detections([{**item, "image_id": item["image_id"] - first_daub_id + 10} for item in detections
+                            if item["image_id"] >= first_daub_id], daub_alone)
+    at_64 = score(weights, tmp_path / "daub64", "--data-root", daub)
+    assert not same_detections(json.loads((tmp_path / "daub64/detections.json").read_text()), daub_alone), \
+        "a 96 px input gives other detections than 64 px"
+    assert at_64.returncode == 0
+
+
+def test_per_root_input_sizes_are_checked_before_the_model_runs(weights, datasets, tmp_path):
+    drone, daub = datasets
+    for sizes, fragment in ((["64", "96", "128"], "give one size, or one per --data-root (2)"),
+                            (["64", "65"], "65")):
+        result = run_script("vid_map_coco.py", "--weights", weights, "--out-dir", tmp_path / "o", "--data-root",
+                            drone, daub, "--input-size", *sizes)
+        assert_clean_error(result, "--input-size", fragment)
+        assert not (tmp_path / "o").exists()
+
+
 def test_group_by_an_unknown_attribute_is_refused_before_the_model_runs(weights, datasets, tmp_path):
     drone, daub = datasets
     result = run_script("vid_map_coco.py", "--weights", weights, "--out-dir", tmp_path / "o", "--data-root", daub,

@@ -27,10 +27,10 @@ if TYPE_CHECKING:
 
 
 def add_detector_arguments(parser: argparse.ArgumentParser, conf: float, nms: float,
-                           engine_aliases: tuple[str, ...] = ()) -> None:
+                           engine_aliases: tuple[str, ...] = (), several_sizes: str | None = None) -> None:
     """Weights (or exported graphs), thresholds, engine, preprocessing and batching, then the shared model options;
     ``conf``/``nms`` are the script's defaults (the release's differ per script). ``engine_aliases``: older spellings of
-    ``--engine`` still accepted."""
+    ``--engine`` still accepted. ``several_sizes``: ``--input-size`` takes several sizes, with this help."""
     parser.add_argument("--weights", default=None,
                         help="trained weights (a plain or wrapped state dict); the model they hold is read from their "
                              "sidecar <weights>.json, or from their tensor shapes (this or --onnx)")
@@ -54,7 +54,7 @@ def add_detector_arguments(parser: argparse.ArgumentParser, conf: float, nms: fl
                              "each new batch shape, so it pays off after thousands of frames (default: off)")
     engine.add_argument("--batch-size", type=int, default=8, help="frames per forward pass (default: 8)")
     engine.add_argument("--workers", type=int, default=None, help=WORKERS_HELP)
-    add_model_arguments(parser)
+    add_model_arguments(parser, several_sizes)
 
 
 @dataclass

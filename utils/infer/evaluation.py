@@ -69,6 +69,17 @@ def evaluate(model: torch.nn.Module | InferenceBackend, ground_truth: CocoGround
     obj · class confidence).
     """
     records = scored_records(ground_truth, all_frames)
+    coco_results = detect_records(model, ground_truth, records, settings, progress, frozen_motion)
+    result = score_detections(ground_truth, coco_results, [record.image_id for record in records], pd_conf, pd_radius,
+                              extra_ious)
+    return result, coco_results
+
+
+def detect_records(model: torch.nn.Module | InferenceBackend, ground_truth: CocoGroundTruth,
+                   records: Sequence[FrameRecord], settings: DetectSettings, progress: bool = True,
+                   frozen_motion: bool = False, desc: str = "evaluate") -> list[dict]:
+    """The detections on ``records`` (frames of ``ground_truth``) as COCO results, unscored (``evaluate``'s first
+    half: a caller that runs parts of a test set at different settings scores their union once)."""
     module = model if isinstance(model, torch.nn.Module) else None
     was_training = module is not None and module.training
     if module is not None:
@@ -77,7 +88,7 @@ def evaluate(model: torch.nn.Module | InferenceBackend, ground_truth: CocoGround
     plan = plan_sequence_walk(records, settings.num_frame, frozen_motion=frozen_motion,
                               frame_step=settings.frame_step)
     try:
-        for item, detections in detect_plan(model, plan, settings, progress, desc="evaluate"):
+        for item, detections in detect_plan(model, plan, settings, progress, desc=desc):
             top, left, bottom, right = detections[:, 0], detections[:, 1], detections[:, 2], detections[:, 3]
             scores = detections[:, 4] * detections[:, 5]
             classes = detections[:, 6].astype(int)
@@ -90,9 +101,7 @@ def evaluate(model: torch.nn.Module | InferenceBackend, ground_truth: CocoGround
     finally:
         if module is not None:
             module.train(was_training)
-    result = score_detections(ground_truth, coco_results, [record.image_id for record in records], pd_conf, pd_radius,
-                              extra_ious)
-    return result, coco_results
+    return coco_results
 
 
 def per_sequence_scores(ground_truth: CocoGroundTruth, detections: list[dict], records: Sequence[FrameRecord],
@@ -181,6 +190,17 @@ def merge_ground_truths(parts: Sequence[tuple[str, CocoGroundTruth]]) -> CocoGro
     first = parts[0][1]
     data = {"images": images, "annotations": annotations, "categories": first.data["categories"], "videos": videos}
     return CocoGroundTruth(records, first.category_ids, unannotated, data)
+
+
+def records_by_part(parts: Sequence[tuple[str, CocoGroundTruth]],
+                    records: Sequence[FrameRecord]) -> list[list[FrameRecord]]:
+    """``records`` of a ``merge_ground_truths(parts)`` merge split back into its parts, in order (the merge numbers
+    the images part by part, so each part holds a range of image ids)."""
+    bounds = np.cumsum([len(ground_truth.data["images"]) for _, ground_truth in parts])
+    split: list[list[FrameRecord]] = [[] for _ in parts]
+    for record in records:
+        split[int(np.searchsorted(bounds, record.image_id, side="left"))].append(record)
+    return split
 
 
 RESULT_KEYS = ("image_id", "category_id", "bbox", "score")

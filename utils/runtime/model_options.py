@@ -31,21 +31,20 @@ def resolve_workers(args: argparse.Namespace) -> None:
         args.workers = default_workers()
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, several_sizes: bool = False,
+def add_model_arguments(parser: argparse.ArgumentParser, several_sizes: str | None = None,
                         computation: bool = True, from_weights: bool = True) -> None:
     """The shared model and device options, with the same help in every script. Defaults are None so a script
     knows which flags were written; the help states the published default. ``several_sizes``: ``--input-size``
-    takes one or more sizes (bench). ``from_weights``: the script starts from trained weights, whose values fill the
-    model flags left out (said once, in the group's description)."""
+    takes one or more sizes, and this is its help (bench: sizes to measure; vid_map_coco: one per dataset root).
+    ``from_weights``: the script starts from trained weights, whose values fill the model flags left out (said once,
+    in the group's description)."""
     description = ("flags left out take the values the weights were trained with (their sidecar <weights>.json, "
                    "else their tensor shapes), then the defaults below" if from_weights else None)
     model = parser.add_argument_group("model", description)
     model.add_argument("--phi", default=None, choices=PHI_CHOICES, help=f"YOLOX size (default: {DEFAULT_PHI})")
     model.add_argument("--num-frame", type=int, default=None, metavar="T",
                        help=f"frames per window, key frame last (default: {DEFAULT_NUM_FRAME})")
-    size_help = (f"input sides to measure, each a multiple of {INPUT_MULTIPLE} or HxW (default: 256 and 512; "
-                 "--quick: 256)" if several_sizes else
-                 f"input side, a multiple of {INPUT_MULTIPLE}, or HxW (default: {DEFAULT_INPUT_SIZE})")
+    size_help = several_sizes or f"input side, a multiple of {INPUT_MULTIPLE}, or HxW (default: {DEFAULT_INPUT_SIZE})"
     model.add_argument("--input-size", default=None, nargs="+" if several_sizes else None, metavar="S",
                        help=size_help)
     model.add_argument("--frame-step", type=int, default=None, metavar="S",
