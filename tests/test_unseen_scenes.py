@@ -36,7 +36,7 @@ def test_mix_data_adds_the_other_training_splits_and_val_root_moves_validation(t
     assert trainer.val_set.zooms == [1.0] * len(trainer.val_set)
     trainer.fit()
     sidecar = json.loads((tmp_path / "run" / "last_epoch_weights.pth.json").read_text())
-    assert sidecar["data_root"] == str(a) and sidecar["mix_data"] == [str(b)]
+    assert sidecar["data_root"] == str(a) and sidecar["mix_data"] == [str(b)] and sidecar["dataset_zoom"] == [1, 2]
     assert json.loads((tmp_path / "run" / "args.json").read_text())["dataset_zoom"] == [1.0, 2.0]
 
 

@@ -478,11 +478,13 @@ class Trainer:
                 "f1": 100 * result.f1}
 
     def sidecar(self, epoch: int) -> dict:
-        """What the weights of ``epoch`` are: the model spec, classes, training data and code they came from."""
-        mixed = [str(Path(root).resolve()) for root in self.config.data.mix_data]
+        """What the weights of ``epoch`` are: the model spec, classes, training data (with the zoom each training set
+        was shown at: the input size that suits a dataset's targets follows from it) and code they came from."""
+        data = self.config.data
+        mixed = [str(Path(root).resolve()) for root in data.mix_data]
         return sidecar_record(self.spec, self.num_classes, category_names(self.train_gt),
-                              {"data_root": str(Path(self.config.data.data_root).resolve()), "mix_data": mixed,
-                               "epoch": epoch + 1, "commit": project_commit()})
+                              {"data_root": str(Path(data.data_root).resolve()), "mix_data": mixed,
+                               "dataset_zoom": list(data.zooms), "epoch": epoch + 1, "commit": project_commit()})
 
     def save(self, epoch: int, row: dict) -> None:
         """Weights (EMA, plain state dicts, each with its sidecar) and the resume checkpoint of a completed epoch."""
