@@ -1,4 +1,4 @@
-"""The layout of the code stays as README's "Layout of the code" describes it: utils/ holds its subpackages and the four
+"""The layout of the code stays as docs/layout.md describes it: utils/ holds its subpackages and the four
 leaf modules nets/ may use, nets/ uses nothing else of utils/, the subpackages import one another in one direction
 only, and no project module imports itself back through others."""
 import ast
