@@ -16,7 +16,7 @@ SHARED = Path(os.environ.get("SSTNET_SHARED", REPO.parent / "shared"))
 DAUB_REAL = SHARED / "data" / "daub_real"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def daub_real() -> Path:
     """The six real DAUB clips in ../shared; tests using them skip only when the folder is absent."""
     if not (DAUB_REAL / "annotations").is_dir():

@@ -40,11 +40,18 @@ def tiny_weights(tmp_path_factory):
     return path
 
 
-def test_int8_export_through_the_command_line(tiny_weights, daub_real, tmp_path):
-    out = tmp_path / "int8"
+@pytest.fixture(scope="module")
+def minmax_export(tiny_weights, daub_real, tmp_path_factory):
+    """The default int8 export of the tiny model from the command line: its folder and the run's output."""
+    out = tmp_path_factory.mktemp("minmax") / "int8"
     result = run_script("export_onnx.py", "--weights", tiny_weights, "--out", out, "--input-size", SIZE,
                         "--num-frame", str(T), "--int8", "--calibration", daub_real, "--calibration-frames", "6")
     assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_int8_export_through_the_command_line(minmax_export, daub_real, tmp_path):
+    out, result = minmax_export
     assert result.stdout.count("int8 within") == 3 and "calibrated on" in result.stdout
     assert "(minmax), 7-bit weights" in result.stdout
     for graph in ("frame", "detect", "window"):
@@ -200,7 +207,7 @@ def test_int8_graphs_of_the_shipped_model_find_what_float32_finds(daub_real, tmp
     assert sum(map(len, found["int8"])) <= 1.1 * sum(map(len, found["float32"])) + 2
 
 
-def test_percentile_calibration_narrows_the_ranges_and_says_so(tiny_weights, daub_real, tmp_path):
+def test_percentile_calibration_narrows_the_ranges_and_says_so(tiny_weights, daub_real, minmax_export, tmp_path):
     """Clipping at a percentile gives every activation a range no wider than its min/max, some narrower, and the
     metadata names the method (and, asked for, 8-bit weights)."""
     def scales(folder):
@@ -212,15 +219,13 @@ def test_percentile_calibration_narrows_the_ranges_and_says_so(tiny_weights, dau
         props = {entry.key: entry.value for entry in proto.metadata_props}
         return found, props
 
-    common = ["--weights", tiny_weights, "--input-size", SIZE, "--num-frame", str(T), "--int8", "--calibration",
-              daub_real, "--calibration-frames", "6"]
-    assert run_script("export_onnx.py", *common, "--out", tmp_path / "minmax").returncode == 0
-    result = run_script("export_onnx.py", *common, "--out", tmp_path / "pct", "--calibration-method", "percentile",
-                        "--calibration-percentile", "99", "--weight-bits", "8")
+    result = run_script("export_onnx.py", "--weights", tiny_weights, "--input-size", SIZE, "--num-frame", str(T),
+                        "--int8", "--calibration", daub_real, "--calibration-frames", "6", "--out", tmp_path / "pct",
+                        "--calibration-method", "percentile", "--calibration-percentile", "99", "--weight-bits", "8")
     assert result.returncode == 0, result.stderr
     assert "(percentile 99), 8-bit weights" in result.stdout
     assert "histogram" not in result.stdout  # the calibrator's own prints are kept from the user
-    minmax, _ = scales(tmp_path / "minmax")
+    minmax, _ = scales(minmax_export[0])
     clipped, props = scales(tmp_path / "pct")
     assert props["calibration_method"] == "percentile 99"
     assert props["weight_bits"] == "8" and max_weight(onnx.load(str(tmp_path / "pct" / "frame.onnx"))) == 127
