@@ -13,20 +13,15 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from utils.data.bundled import DAUB
 from utils.infer.detector import add_detector_arguments, load_detector
 from utils.model_spec import DEFAULT_INPUT_SIZE, INPUT_MULTIPLE, format_input_shape, parse_input_shape
 from utils.runtime.cli import check_number, given_flags, make_parser
 from utils.runtime.entry import run_cli
-
-if TYPE_CHECKING:
-    from utils.data.annotations import CocoGroundTruth, FrameRecord
 
 DEFAULT_ANN = "annotations/instances_test2017.json"
 # The options that only mean something when a model runs, refused with --detections.
@@ -115,25 +110,6 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, a
         raise SSTNetError(f"--extra-iou {' '.join(f'{iou:g}' for iou in args.extra_iou)}: a threshold is given twice")
 
 
-def detect_per_root(args: argparse.Namespace, parts: list[tuple[str, CocoGroundTruth]], ground_truth: CocoGroundTruth,
-                    records: list[FrameRecord]) -> list[dict]:
-    """Detections on each --data-root's frames at its own --input-size (one model, built for the largest size),
-    as COCO results on the merged ``ground_truth``."""
-    from utils.infer.evaluation import detect_records, records_by_part
-
-    shapes = [parse_input_shape(size) for size in args.input_size]
-    args.input_size = format_input_shape(max(shapes, key=lambda shape: shape[0] * shape[1]))
-    detector = load_detector(args, len(ground_truth.category_ids))
-    print("input size per --data-root: " + ", ".join(f"{name} {format_input_shape(shape)}"
-                                                      for (name, _), shape in zip(parts, shapes)))
-    detections: list[dict] = []
-    for (name, _), shape, part_records in zip(parts, shapes, records_by_part(parts, records)):
-        settings = dataclasses.replace(detector.settings, input_shape=shape)
-        detections += detect_records(detector.backend, ground_truth, part_records, settings, not args.quiet,
-                                     args.frozen_motion, desc=f"evaluate {name}")
-    return detections
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -169,16 +145,18 @@ def main(argv: list[str] | None = None) -> int:
         detections = read_coco_results(args.detections, ground_truth, ann_paths[0].name)
         result = score_detections(ground_truth, detections, [record.image_id for record in records], args.pd_conf,
                                   args.pd_radius, args.extra_iou)
-    elif args.input_size is not None and len(args.input_size) > 1:
-        detections = detect_per_root(args, parts, ground_truth, records)
-        result = score_detections(ground_truth, detections, [record.image_id for record in records], args.pd_conf,
-                                  args.pd_radius, args.extra_iou)
     else:
-        args.input_size = args.input_size[0] if args.input_size else None
+        # Several sizes: one model, built (and its memory checked) for the largest, reads each root at its own.
+        shapes = [parse_input_shape(size) for size in args.input_size or []]
+        args.input_size = format_input_shape(max(shapes, key=lambda shape: shape[0] * shape[1])) if shapes else None
         detector = load_detector(args, len(ground_truth.category_ids))
+        if len(shapes) > 1:
+            print("input size per --data-root: " + ", ".join(f"{name} {format_input_shape(shape)}"
+                                                              for (name, _), shape in zip(parts, shapes)))
         result, detections = evaluate(detector.backend, ground_truth, detector.settings, all_frames=args.all_frames,
                                       pd_conf=args.pd_conf, pd_radius=args.pd_radius, progress=not args.quiet,
-                                      frozen_motion=args.frozen_motion, extra_ious=args.extra_iou)
+                                      frozen_motion=args.frozen_motion, extra_ious=args.extra_iou,
+                                      part_shapes=list(zip(parts, shapes)) if len(shapes) > 1 else ())
     elapsed = time.perf_counter() - started
     write_eval_outputs(args.out_dir, result, detections, args.compare)
     print(result.summary)

@@ -59,27 +59,38 @@ def scored_records(ground_truth: CocoGroundTruth, all_frames: bool = False) -> l
 
 def evaluate(model: torch.nn.Module | InferenceBackend, ground_truth: CocoGroundTruth, settings: DetectSettings,
              all_frames: bool = False, pd_conf: float = 0.5, pd_radius: float = 3.0,
-             progress: bool = True, frozen_motion: bool = False,
-             extra_ious: Sequence[float] = ()) -> tuple[EvalResult, list[dict]]:
+             progress: bool = True, frozen_motion: bool = False, extra_ious: Sequence[float] = (),
+             part_shapes: Sequence[tuple[tuple[str, CocoGroundTruth], tuple[int, int]]] = ()
+             ) -> tuple[EvalResult, list[dict]]:
     """Detect on every annotated frame (``all_frames``: every listed frame) and score it as the paper does.
     ``frozen_motion``: each window is its key frame repeated (the diagnostic of what motion contributes).
+    ``part_shapes``: for a ``merge_ground_truths`` merge, each part with the input shape its frames are read at
+    (instead of ``settings.input_shape``); all the detections are scored together.
 
     ``model``: a ``Network`` (put in eval mode for the run) or an inference backend (e.g. the ONNX graphs).
     Returns the figures and the detections as COCO results (``bbox`` = [left, top, width, height], ``score`` =
     obj · class confidence).
     """
     records = scored_records(ground_truth, all_frames)
-    coco_results = detect_records(model, ground_truth, records, settings, progress, frozen_motion)
+    if part_shapes:
+        coco_results = []
+        split = _records_by_part([part for part, _ in part_shapes], records)
+        for ((name, _), shape), part_records in zip(part_shapes, split):
+            coco_results += _detect_records(model, ground_truth, part_records,
+                                           dataclasses.replace(settings, input_shape=shape), progress, frozen_motion,
+                                           desc=f"evaluate {name}")
+    else:
+        coco_results = _detect_records(model, ground_truth, records, settings, progress, frozen_motion)
     result = score_detections(ground_truth, coco_results, [record.image_id for record in records], pd_conf, pd_radius,
                               extra_ious)
     return result, coco_results
 
 
-def detect_records(model: torch.nn.Module | InferenceBackend, ground_truth: CocoGroundTruth,
+def _detect_records(model: torch.nn.Module | InferenceBackend, ground_truth: CocoGroundTruth,
                    records: Sequence[FrameRecord], settings: DetectSettings, progress: bool = True,
                    frozen_motion: bool = False, desc: str = "evaluate") -> list[dict]:
     """The detections on ``records`` (frames of ``ground_truth``) as COCO results, unscored (``evaluate``'s first
-    half: a caller that runs parts of a test set at different settings scores their union once)."""
+    half)."""
     module = model if isinstance(model, torch.nn.Module) else None
     was_training = module is not None and module.training
     if module is not None:
@@ -192,7 +203,7 @@ def merge_ground_truths(parts: Sequence[tuple[str, CocoGroundTruth]]) -> CocoGro
     return CocoGroundTruth(records, first.category_ids, unannotated, data)
 
 
-def records_by_part(parts: Sequence[tuple[str, CocoGroundTruth]],
+def _records_by_part(parts: Sequence[tuple[str, CocoGroundTruth]],
                     records: Sequence[FrameRecord]) -> list[list[FrameRecord]]:
     """``records`` of a ``merge_ground_truths(parts)`` merge split back into its parts, in order (the merge numbers
     the images part by part, so each part holds a range of image ids)."""
