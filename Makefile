@@ -118,8 +118,9 @@ REAL_EMA := --ema-decay 0.998 --ema-tau 100
 REAL_RECIPE := --input-size 256x320 --phi nano --lstm-hidden 16 --optimizer adam --lr 1e-3 --no-scale-lr \
 	--min-lr-ratio 0.1 --prior-prob 0.01 --batch-size 4 --exist-ok $(DEMO_AMP) --frame-step $(REAL_FRAME_STEP) \
 	$(REAL_AUGMENT) $(REAL_EMA) --eval-period 0 --select-by last
-REAL_TRAIN := $(REAL_RECIPE) --pretrained $(DEMO_START) --mix-data $(REAL_VIDEO_DATA) --dataset-repeats $(REAL_DAUB_REPEATS) 1 \
-	--dataset-zoom $(REAL_DATASET_ZOOM) --val-root $(REAL_VIDEO_DATA) --val-fraction 0.02 --epochs $(REAL_EPOCHS) --epoch-fraction $(REAL_EPOCH_FRACTION) \
+REAL_TRAIN := $(REAL_RECIPE) --pretrained $(DEMO_START) --mix-data $(REAL_VIDEO_DATA) \
+	--dataset-repeats $(REAL_DAUB_REPEATS) 1 --dataset-zoom $(REAL_DATASET_ZOOM) --val-root $(REAL_VIDEO_DATA) \
+	--val-fraction 0.02 --epochs $(REAL_EPOCHS) --epoch-fraction $(REAL_EPOCH_FRACTION) \
 	--l1-loss-epochs $(REAL_L1_EPOCHS) --seed $(REAL_SEED)
 # The input size each test split is read at (DAUB, then the drone clips): a model sees best the target sizes it trained
 # on, so a dataset shown zoomed in training is scored at the same zoom.
