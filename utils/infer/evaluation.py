@@ -77,8 +77,8 @@ def evaluate(model: torch.nn.Module | InferenceBackend, ground_truth: CocoGround
         split = _records_by_part([part for part, _ in part_shapes], records)
         for ((name, _), shape), part_records in zip(part_shapes, split):
             coco_results += _detect_records(model, ground_truth, part_records,
-                                           dataclasses.replace(settings, input_shape=shape), progress, frozen_motion,
-                                           desc=f"evaluate {name}")
+                                            dataclasses.replace(settings, input_shape=shape), progress, frozen_motion,
+                                            desc=f"evaluate {name}")
     else:
         coco_results = _detect_records(model, ground_truth, records, settings, progress, frozen_motion)
     result = score_detections(ground_truth, coco_results, [record.image_id for record in records], pd_conf, pd_radius,
@@ -87,8 +87,8 @@ def evaluate(model: torch.nn.Module | InferenceBackend, ground_truth: CocoGround
 
 
 def _detect_records(model: torch.nn.Module | InferenceBackend, ground_truth: CocoGroundTruth,
-                   records: Sequence[FrameRecord], settings: DetectSettings, progress: bool = True,
-                   frozen_motion: bool = False, desc: str = "evaluate") -> list[dict]:
+                    records: Sequence[FrameRecord], settings: DetectSettings, progress: bool = True,
+                    frozen_motion: bool = False, desc: str = "evaluate") -> list[dict]:
     """The detections on ``records`` (frames of ``ground_truth``) as COCO results, unscored (``evaluate``'s first
     half)."""
     module = model if isinstance(model, torch.nn.Module) else None
@@ -204,7 +204,7 @@ def merge_ground_truths(parts: Sequence[tuple[str, CocoGroundTruth]]) -> CocoGro
 
 
 def _records_by_part(parts: Sequence[tuple[str, CocoGroundTruth]],
-                    records: Sequence[FrameRecord]) -> list[list[FrameRecord]]:
+                     records: Sequence[FrameRecord]) -> list[list[FrameRecord]]:
     """``records`` of a ``merge_ground_truths(parts)`` merge split back into its parts, in order (the merge numbers
     the images part by part, so each part holds a range of image ids)."""
     bounds = np.cumsum([len(ground_truth.data["images"]) for _, ground_truth in parts])
