@@ -130,6 +130,9 @@ def test_make_real_trains_on_daub_and_the_imported_videos_scores_both_test_split
     assert sidecar["model"]["frame_step"] == 4
     args = json.loads((run / "args.json").read_text())
     assert args["dataset_repeats"] == [10, 1] and args["select_by"] == "last" and args["eval_period"] == 0
+    # DAUB shown at twice its size and scored so; the L1 box term in every epoch.
+    assert args["dataset_zoom"] == [2, 1] and sidecar["dataset_zoom"] == [2, 1] and args["l1_loss_epochs"] == 1
+    assert "input size per --data-root: daub_real 512x640, drone 256x320" in result.stdout
     assert (args["ema_decay"], args["ema_tau"]) == (0.998, 100)
     for scores in ("map", "map_frozen"):
         per_dataset = json.loads((tmp_path / "out" / scores / "per_dataset.json").read_text())
