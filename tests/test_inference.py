@@ -166,3 +166,32 @@ def test_read_ahead_keeps_order_raises_in_place_and_stops_its_thread():
     assert [next(ahead) for _ in range(5)] == [0, 1, 2, 3, 4]
     ahead.close()  # a consumer leaving early (a stop, an error downstream)
     assert closed.wait(5) and not any(thread.name == "read-ahead" for thread in threading.enumerate())
+
+
+def test_read_ahead_left_unclosed_does_not_abort_the_exit(tmp_path):
+    """A stop can leave the read-ahead generator unclosed (the traceback of Ctrl-C / SIGTERM holds it): the process
+    must still exit with its own code, not abort while the thread is inside OpenCV (CI saw exit -6 after SIGTERM)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "unclosed.py"
+    script.write_text(
+        "import sys\n"
+        "import cv2\n"
+        "import numpy as np\n"
+        "from utils.infer.sources import read_ahead\n"
+        "image = np.random.rand(2000, 2000).astype(np.float32)\n"
+        "def blurred():\n"
+        "    while True:\n"
+        "        yield cv2.GaussianBlur(image, (61, 61), 0)\n"
+        "ahead = read_ahead(blurred(), depth=1)\n"
+        "next(ahead)\n"
+        "cycle = [ahead]\n"
+        "cycle.append(cycle)\n"
+        "sys.exit(3)\n")
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(script)], cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr

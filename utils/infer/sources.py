@@ -3,6 +3,7 @@ in index order), folders of frames, video files, cameras and streams, decoded an
 """
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import re
@@ -182,8 +183,15 @@ def read_ahead(items: Iterator[Item], depth: int = 2) -> Iterator[Item]:
             if close is not None:
                 close()
 
+    def stop_producer() -> None:
+        stop.set()
+        producer.join()
+
     producer = threading.Thread(target=produce, name="read-ahead", daemon=True)
     producer.start()
+    # A generator left unclosed (held by the traceback of a Ctrl-C, say) would leave the thread running into the
+    # interpreter's exit, which kills it inside OpenCV's C++ and aborts the process; exit stops it first instead.
+    atexit.register(stop_producer)
     try:
         while True:
             item, error = handoff.get()
@@ -193,8 +201,8 @@ def read_ahead(items: Iterator[Item], depth: int = 2) -> Iterator[Item]:
                 return
             yield item
     finally:
-        stop.set()
-        producer.join()
+        atexit.unregister(stop_producer)
+        stop_producer()
 
 
 def decode_ahead(batches: Iterator[FrameBatch], workers: int) -> Iterator[FrameBatch]:
