@@ -29,6 +29,7 @@ T, SIZE = 3, "64x96"
 SHIPPED = REPO / "weights" / "sstnet_nano_ir.pth"
 # An unseen test-split clip of the drone dataset: a distant airplane in every frame.
 VIDEO = REPO.parent / "shared" / "data" / "drone_ir" / "Video_IR" / "IR_AIRPLANE_021.mp4"
+CALIBRATION_CLIPS = ("IR_AIRPLANE_001", "IR_BIRD_001", "IR_DRONE_001", "IR_HELICOPTER_003")  # training split
 
 
 @pytest.fixture(scope="module")
@@ -183,14 +184,24 @@ def video_detections(backend, spec, frames):
     return [detections for _, detections in detect_batches(backend, batches, settings, None, progress=False)]
 
 
-def test_int8_graphs_of_the_shipped_model_find_what_float32_finds(daub_real, tmp_path):
+def test_int8_graphs_of_the_shipped_model_find_what_float32_finds(tmp_path):
     if not VIDEO.is_file():
         pytest.skip(f"{VIDEO} not present")
+    # Calibrated as a user would: on frames of the camera it will run on, here one training clip of each class of
+    # the same dataset, imported with the project's importer.
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for clip in CALIBRATION_CLIPS:
+        for name in (f"{clip}.mp4", f"{clip}_LABELS.mat"):
+            (videos / name).symlink_to(VIDEO.parent / name)
+    imported = run_script("utils_coco/videos_to_daub.py", "--videos", videos, "--out", tmp_path / "calibration",
+                          "--keyframe-step", "30", "--frame-step", "4", "--quiet")
+    assert imported.returncode == 0, imported.stderr
     trained, state = read_trained_weights(SHIPPED)
     spec = ModelSpec(phi=trained.phi, num_frame=trained.num_frame, input_shape=trained.input_shape,
                      lstm_hidden=trained.lstm_hidden, frame_step=trained.frame_step, threads=1)
     model = build_model(spec, trained.num_classes, state, torch.device("cpu"))
-    calibration = calibration_windows(model, spec, daub_real, "train", 16)
+    calibration = calibration_windows(model, spec, tmp_path / "calibration", "train", 16)
     folders = {"float32": tmp_path / "float32", "int8": tmp_path / "int8"}
     export_graphs(model, spec, 1, ["target"], folders["float32"], graphs=("frame", "detect"))
     written = export_graphs(model, spec, 1, ["target"], folders["int8"], graphs=("frame", "detect"),
@@ -200,13 +211,13 @@ def test_int8_graphs_of_the_shipped_model_find_what_float32_finds(daub_real, tmp
     found = {name: video_detections(OnnxBackend(folder, threads=1), spec, 60) for name, folder in folders.items()}
     assert len(found["float32"]) == len(found["int8"]) == 60
     # Stated tolerance: in at least 90 % of the frames where float32 finds the airplane, int8 finds it too
-    # (IoU >= 0.5 with float32's best box), and int8 adds at most 20 % more boxes than float32. Measured
-    # (2026-12-07, Zen 3): 69 against 60 with the weights shipped that day, calibrated here on DAUB frames at their
-    # own size, which that model was trained to see at twice it; the earlier weights stayed within 10 %.
+    # (IoU >= 0.5 with float32's best box), and int8 adds at most 10 % more boxes than float32. Measured
+    # (2026-12-07, Zen 3): 60 of 60 found, 60 boxes against 60. Calibrated on DAUB frames at their own size instead
+    # (a scale these weights were not trained on), int8 gave 69 boxes.
     hits = [len(b) > 0 and float(pairwise_iou(torch.from_numpy(a[:1, :4]), torch.from_numpy(b[:, :4])).max()) >= 0.5
             for a, b in zip(found["float32"], found["int8"]) if len(a)]
     assert len(hits) >= 50 and np.mean(hits) >= 0.9
-    assert sum(map(len, found["int8"])) <= 1.2 * sum(map(len, found["float32"])) + 2
+    assert sum(map(len, found["int8"])) <= 1.1 * sum(map(len, found["float32"])) + 2
 
 
 def test_percentile_calibration_narrows_the_ranges_and_says_so(tiny_weights, daub_real, minmax_export, tmp_path):
