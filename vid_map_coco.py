@@ -77,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> None:
-    """Exactly one of --weights and --detections, and no model options with a results file; ranges."""
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                    argv: list[str]) -> list[tuple[int, int]]:
+    """Exactly one of --weights and --detections, and no model options with a results file; ranges. Returns the
+    --input-size shapes given for a model run (none for a results file)."""
     from utils.errors import SSTNetError
     from utils.infer.detector import check_detector_arguments
 
@@ -87,6 +89,7 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, a
                           "folder of its exported graphs, or a COCO results file to score)")
     if args.detections is not None and args.data_root is not None and len(args.data_root) > 1:
         raise SSTNetError("--detections: scores the image ids of one annotation file; give one --data-root")
+    shapes: list[tuple[int, int]] = []
     if args.detections is not None:
         given = given_flags(parser, argv) & set(MODEL_RUN_OPTIONS)
         if given:
@@ -108,6 +111,7 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, a
         check_number("--extra-iou", iou, 0, 1, low_open=True)
     if len(set(args.extra_iou)) < len(args.extra_iou):
         raise SSTNetError(f"--extra-iou {' '.join(f'{iou:g}' for iou in args.extra_iou)}: a threshold is given twice")
+    return shapes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     from utils.runtime.fileio import check_output, write_json
     from utils.sidecar import weights_inputs
 
-    check_arguments(parser, args, argv)
+    shapes = check_arguments(parser, args, argv)
     for path in args.compare:
         read_pr_curve(path)  # fail before the long part
     roots = [resolve_dataset_root(root) for root in (args.data_root or [ensure_synthetic_dataset(DAUB)])]
@@ -147,7 +151,6 @@ def main(argv: list[str] | None = None) -> int:
                                   args.pd_radius, args.extra_iou)
     else:
         # Several sizes: one model, built (and its memory checked) for the largest, reads each root at its own.
-        shapes = [parse_input_shape(size) for size in args.input_size or []]
         args.input_size = format_input_shape(max(shapes, key=lambda shape: shape[0] * shape[1])) if shapes else None
         detector = load_detector(args, len(ground_truth.category_ids))
         if len(shapes) > 1:
