@@ -24,6 +24,22 @@ def daub_real() -> Path:
     return DAUB_REAL
 
 
+def daub_excerpt(source: Path, out: Path, frames: int) -> Path:
+    """A DAUB-layout folder at ``out`` holding the first ``frames`` frames of every clip of ``source`` (linked, not
+    copied) and their annotations: the same clips and splits for end-to-end tests that need not walk every frame."""
+    for coco_file in sorted((source / "annotations").glob("instances_*.json")):
+        data = json.loads(coco_file.read_text())
+        images = [image for image in data["images"] if int(Path(image["file_name"]).stem) < frames]
+        kept = {image["id"] for image in images}
+        for image in images:
+            link = out / image["file_name"]
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to((source / image["file_name"]).resolve())
+        write_coco(out / "annotations" / coco_file.name, images,
+                   [item for item in data["annotations"] if item["image_id"] in kept], data["categories"])
+    return out
+
+
 def moving_sequence(folder: Path, count: int, rng) -> None:
     """``count`` noisy 48x80 BMP frames with a bright 4x4 target moving 1 px down and 3 px right per frame."""
     folder.mkdir(parents=True)
