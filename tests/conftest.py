@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED = Path(os.environ.get("SSTNET_SHARED", REPO.parent / "shared"))
 DAUB_REAL = SHARED / "data" / "daub_real"
+DRONE_VIDEOS = SHARED / "data" / "drone_ir" / "Video_IR"
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +39,16 @@ def daub_excerpt(source: Path, out: Path, frames: int) -> Path:
         write_coco(out / "annotations" / coco_file.name, images,
                    [item for item in data["annotations"] if item["image_id"] in kept], data["categories"])
     return out
+
+
+def link_drone_clips(folder: Path, clips) -> Path:
+    """``folder`` holding links to the video and label file of each of ``clips`` of the drone-IR dataset in
+    ../shared, laid out as the dataset lays them out."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for clip in clips:
+        for name in (f"{clip}.mp4", f"{clip}_LABELS.mat"):
+            (folder / name).symlink_to(DRONE_VIDEOS / name)
+    return folder
 
 
 def moving_sequence(folder: Path, count: int, rng) -> None:

@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, assert_clean_error, calibrated_tiny_model, run_script
+from conftest import DRONE_VIDEOS, REPO, assert_clean_error, calibrated_tiny_model, link_drone_clips, run_script
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -28,7 +28,7 @@ from utils.runtime.cpu_features import int8_saturates  # noqa: E402
 T, SIZE = 3, "64x96"
 SHIPPED = REPO / "weights" / "sstnet_nano_ir.pth"
 # An unseen test-split clip of the drone dataset: a distant airplane in every frame.
-VIDEO = REPO.parent / "shared" / "data" / "drone_ir" / "Video_IR" / "IR_AIRPLANE_021.mp4"
+VIDEO = DRONE_VIDEOS / "IR_AIRPLANE_021.mp4"
 CALIBRATION_CLIPS = ("IR_AIRPLANE_001", "IR_BIRD_001", "IR_DRONE_001", "IR_HELICOPTER_003")  # training split
 
 
@@ -189,11 +189,7 @@ def test_int8_graphs_of_the_shipped_model_find_what_float32_finds(tmp_path):
         pytest.skip(f"{VIDEO} not present")
     # Calibrated as a user would: on frames of the camera it will run on, here one training clip of each class of
     # the same dataset, imported with the project's importer.
-    videos = tmp_path / "videos"
-    videos.mkdir()
-    for clip in CALIBRATION_CLIPS:
-        for name in (f"{clip}.mp4", f"{clip}_LABELS.mat"):
-            (videos / name).symlink_to(VIDEO.parent / name)
+    videos = link_drone_clips(tmp_path / "videos", CALIBRATION_CLIPS)
     imported = run_script("utils_coco/videos_to_daub.py", "--videos", videos, "--out", tmp_path / "calibration",
                           "--keyframe-step", "30", "--frame-step", "4", "--quiet")
     assert imported.returncode == 0, imported.stderr

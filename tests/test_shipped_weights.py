@@ -3,10 +3,9 @@ import json
 import re
 
 import pytest
-from conftest import REPO, run_script
+from conftest import DRONE_VIDEOS, REPO, run_script
 
 SHIPPED = REPO / "weights" / "sstnet_nano_ir.pth"
-DRONE_VIDEOS = REPO.parent / "shared" / "data" / "drone_ir" / "Video_IR"
 # A test-split clip (never trained on): a distant airplane in every frame.
 CLIP = "IR_AIRPLANE_021"
 

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, assert_clean_error, daub_excerpt, run_script, tiny_synthetic_dataset
+from conftest import (DRONE_VIDEOS, REPO, assert_clean_error, daub_excerpt, link_drone_clips, run_script,
+                      tiny_synthetic_dataset)
 
 from utils.data.bundled import DAUB
 from utils.train.options import parse_config
@@ -88,9 +89,6 @@ def test_augmentation_makes_one_scene_generalise_to_another(tmp_path):
     assert augmented >= plain + 3.0, scores
 
 
-DRONE_IR = REPO.parent / "shared" / "data" / "drone_ir"
-
-
 def make_real(tmp_path, data, *variables):
     """`make real` shortened to a few steps, with this Python and its outputs under ``tmp_path``."""
     return subprocess.run(["make", "--no-print-directory", "-o", ".venv/.installed", "real", f"PY={sys.executable}",
@@ -102,13 +100,9 @@ def make_real(tmp_path, data, *variables):
 @pytest.fixture
 def two_drone_clips(tmp_path):
     """A drone-IR folder with one training and one test clip of the real dataset, as the dataset lays them out."""
-    if not (DRONE_IR / "Video_IR" / "IR_DRONE_001_LABELS.mat").is_file():
-        pytest.skip(f"{DRONE_IR} not present")
-    videos = tmp_path / "drone_ir" / "Video_IR"
-    videos.mkdir(parents=True)
-    for clip in ("IR_DRONE_001", "IR_BIRD_002"):
-        for suffix in (".mp4", "_LABELS.mat"):
-            (videos / f"{clip}{suffix}").symlink_to(DRONE_IR / "Video_IR" / f"{clip}{suffix}")
+    if not (DRONE_VIDEOS / "IR_DRONE_001_LABELS.mat").is_file():
+        pytest.skip(f"{DRONE_VIDEOS} not present")
+    videos = link_drone_clips(tmp_path / "drone_ir" / "Video_IR", ("IR_DRONE_001", "IR_BIRD_002"))
     splits = {"train": ["IR_DRONE_001"], "test": ["IR_BIRD_002"],
               "distance_bin": {"IR_DRONE_001": "MEDIUM", "IR_BIRD_002": "DISTANT"}}
     (videos.parent / "splits.json").write_text(json.dumps(splits))

@@ -8,13 +8,12 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, SHARED, assert_clean_error, run_script
+from conftest import DRONE_VIDEOS, REPO, assert_clean_error, run_script
 
 from utils.data.annotations import read_coco
 from utils.data.video_labels import MATLAB_ORIGIN, read_label_text
 
 SCRIPT = REPO / "utils_coco" / "videos_to_daub.py"
-DRONE_IR = SHARED / "data" / "drone_ir" / "Video_IR"
 WIDTH, HEIGHT = 48, 32
 
 
@@ -114,14 +113,14 @@ def test_labels_longer_or_shorter_than_the_video_stay_aligned_from_frame_zero(tm
         (n, n) for n in range(0, 10, 2)]
 
 
-@pytest.mark.skipif(not (DRONE_IR / "IR_DRONE_001_LABELS.mat").is_file(), reason="drone_ir not beside the checkout")
+@pytest.mark.skipif(not (DRONE_VIDEOS / "IR_DRONE_001_LABELS.mat").is_file(), reason="drone_ir not beside the checkout")
 def test_matlab_groundtruth_labels_are_shifted_into_pixel_edges_and_a_short_video_warns(tmp_path):
     from mcos_decoder import load_groundtruth
-    slots = load_groundtruth(DRONE_IR / "IR_DRONE_001_LABELS.mat")
+    slots = load_groundtruth(DRONE_VIDEOS / "IR_DRONE_001_LABELS.mat")
     videos = tmp_path / "videos"
     (videos).mkdir()
     # The label file is the real one (301 slots); the video made here is 320x256 with 26 frames.
-    (videos / "IR_DRONE_001_LABELS.mat").write_bytes((DRONE_IR / "IR_DRONE_001_LABELS.mat").read_bytes())
+    (videos / "IR_DRONE_001_LABELS.mat").write_bytes((DRONE_VIDEOS / "IR_DRONE_001_LABELS.mat").read_bytes())
     write_video(videos / "IR_DRONE_001.mp4", 26, size=(320, 256))
     out = tmp_path / "out"
     result = convert("--videos", videos, "--out", out, "--classes", "from-name")
