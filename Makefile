@@ -198,7 +198,7 @@ real-figures: $(STAMP)
 # once), each with one compute thread: two threads per process on shared cores would stall every OpenMP barrier.
 TEST_WORKERS ?= auto
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 # Released computation against ours on this machine; writes readme/benchmarks.md and readme/benchmarks.json.
 bench: $(STAMP)

@@ -7,7 +7,7 @@ from conftest import write_coco, write_frames
 from torch.utils.data import DataLoader
 
 from utils.data.annotations import FrameRecord, read_coco
-from utils.data.augment import RELEASE_AUGMENT
+from utils.data.augment import RELEASE_AUGMENT, AugmentConfig
 from utils.data.dataset import SequenceDataset, sequence_collate
 from utils.data.preprocess import MEAN, STD
 from utils.data.sequence import SequenceFolders
@@ -124,6 +124,27 @@ def test_a_dataset_zoom_shows_a_small_target_larger_in_every_frame(tmp_path):
     assert (frame_value(plain) > 120).sum() == 3 * 16
     assert 3 * 48 <= bright.sum() <= 3 * 80 and bright[:, 9:15, 9:15].all() and not bright[:, :6, :6].any()
     np.testing.assert_array_equal(zoomed[:, 0], zoomed[:, 2])
+
+
+def test_each_record_can_carry_its_own_augmentation(tmp_path):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    frame = np.full((32, 32), 20, np.uint8)
+    frame[12:16, 12:16] = 220
+    for number in range(3):
+        cv2.imwrite(str(folder / f"{number}.png"), frame)
+    record = FrameRecord(folder / "2.png", np.array([[12, 12, 16, 16, 0]], np.float32))
+    # The shared augmentation halves every sample; the second record's own range doubles it instead, the third's
+    # (scale 1, nothing else) leaves it as it is.
+    dataset = SequenceDataset([record] * 3, (32, 32), 3, augment=AugmentConfig(scale=(0.5, 0.5)),
+                              augments=[None, AugmentConfig(scale=(2.0, 2.0)), AugmentConfig()])
+    assert dataset.augments == [None, AugmentConfig(scale=(2.0, 2.0)), None]
+    np.testing.assert_allclose(dataset[1][1], [[12, 12, 8, 8, 0]])
+    np.testing.assert_allclose(dataset[2][1], [[14, 14, 4, 4, 0]])
+    # None in the list means no augmentation for that record, not the shared one.
+    np.testing.assert_allclose(dataset[0][1], [[14, 14, 4, 4, 0]])
+    halved = SequenceDataset([record], (32, 32), 3, augment=AugmentConfig(scale=(0.5, 0.5)))
+    np.testing.assert_allclose(halved[0][1], [[15, 15, 2, 2, 0]])  # half the size, towards the centre
 
 
 def test_loader_with_workers_matches_the_main_process(tmp_path):

@@ -190,17 +190,20 @@ def test_training_records_repeat_each_dataset_and_take_empty_frames_when_asked(d
     drone, daub = datasets
     train_gt = read_coco(daub / "annotations/instances_test2017.json", daub)
     data = DataConfig(train_ann="annotations/instances_test2017.json", mix_data=(str(drone),), dataset_repeats=(3, 2))
-    records, zooms = training_records(data, train_gt)
+    records, zooms, scales = training_records(data, train_gt)
     assert len(records) == 3 * 5 + 2 * 9
     assert sum(record.path.is_relative_to(drone) for record in records) == 18
-    assert zooms == [1.0] * len(records)
-    data = dataclasses.replace(data, all_frames=True, dataset_zoom=(2.0, 1.0))
-    records, zooms = training_records(data, train_gt)
+    assert zooms == [1.0] * len(records) and scales == [None] * len(records)
+    data = dataclasses.replace(data, all_frames=True, dataset_zoom=(2.0, 1.0), dataset_scale=(0.8, 1.25, 0.5, 2.0))
+    records, zooms, scales = training_records(data, train_gt)
     assert len(records) == 3 * 5 + 2 * 12
     assert sum(not len(record.boxes) for record in records) == 2 * 3
     # Each frame carries its own dataset's zoom, through the repeats.
     assert [zoom for record, zoom in zip(records, zooms) if record.path.is_relative_to(daub)] == [2.0] * 15
     assert [zoom for record, zoom in zip(records, zooms) if record.path.is_relative_to(drone)] == [1.0] * 24
+    # And its own augmentation zoom range.
+    assert [scale for record, scale in zip(records, scales) if record.path.is_relative_to(daub)] == [(0.8, 1.25)] * 15
+    assert [scale for record, scale in zip(records, scales) if record.path.is_relative_to(drone)] == [(0.5, 2.0)] * 24
 
 
 def test_dataset_zoom_must_match_the_datasets_and_lie_in_its_range():
@@ -208,6 +211,21 @@ def test_dataset_zoom_must_match_the_datasets_and_lie_in_its_range():
         DataConfig(data_root="a", mix_data=("b",), dataset_zoom=(2.0,))
     with pytest.raises(SSTNetError, match=r"--dataset-zoom 0.1: must lie in \[0.25, 8\]"):
         DataConfig(data_root="a", mix_data=("b",), dataset_zoom=(0.1, 1.0))
+
+
+def test_dataset_scale_is_a_range_per_dataset():
+    assert DataConfig(data_root="a", mix_data=("b",), dataset_scale=(1, 1, 0.6, 1.67)).scale_ranges == (
+        (1.0, 1.0), (0.6, 1.67))
+    assert DataConfig(data_root="a", mix_data=("b",)).scale_ranges is None
+    with pytest.raises(SSTNetError, match=r"--dataset-scale: give 4 numbers, a MIN MAX pair for --data-root and one "
+                                          r"per --mix-data root, got 2"):
+        DataConfig(data_root="a", mix_data=("b",), dataset_scale=(0.8, 1.25))
+    with pytest.raises(SSTNetError, match=r"--dataset-scale 2 1: MIN is greater than MAX"):
+        DataConfig(data_root="a", mix_data=("b",), dataset_scale=(1, 1, 2, 1))
+    with pytest.raises(SSTNetError, match=r"--dataset-scale 0.05: must lie in \[0.1, 10\]"):
+        DataConfig(data_root="a", dataset_scale=(0.05, 1))
+    result = run_script("train_daub.py", "--data-root", REPO, "--dataset-scale", "0.8", "1.25", "2")
+    assert_clean_error(result, "--dataset-scale: give 2 numbers")
 
 
 def test_dataset_repeats_must_match_the_datasets():

@@ -29,15 +29,20 @@ def two_datasets(tmp_path_factory):
 def test_mix_data_adds_the_other_training_splits_and_val_root_moves_validation(two_datasets, tmp_path):
     a, b = two_datasets
     trainer = Trainer(parse_config(["--data-root", str(a), "--mix-data", str(b), "--val-root", str(b), "--save-dir",
-                                  str(tmp_path / "run"), "--dataset-zoom", "1", "2", *TINY], DAUB))
+                                  str(tmp_path / "run"), "--dataset-zoom", "1", "2", "--dataset-scale", "1", "1",
+                                  "0.6", "1.67", "--flip-lr", "0.5", *TINY], DAUB))
     assert len(trainer.train_set) == 6 + 12
     assert {record.path.parents[3] for record in trainer.train_set.records} == {a, b}
     assert trainer.train_set.zooms == [1.0] * 6 + [2.0] * 12
+    # Each set's augmentation keeps the shared knobs and takes its own zoom range.
+    assert [(config.scale, config.flip_lr) for config in trainer.train_set.augments] == (
+        [((1.0, 1.0), 0.5)] * 6 + [((0.6, 1.67), 0.5)] * 12)
     assert {record.path.parents[3] for record in trainer.val_gt.records} == {b}
     assert trainer.val_set.zooms == [1.0] * len(trainer.val_set)
     trainer.fit()
     sidecar = json.loads((tmp_path / "run" / "last_epoch_weights.pth.json").read_text())
     assert sidecar["data_root"] == str(a) and sidecar["mix_data"] == [str(b)] and sidecar["dataset_zoom"] == [1, 2]
+    assert sidecar["dataset_scale"] == [[1, 1], [0.6, 1.67]]
     assert json.loads((tmp_path / "run" / "args.json").read_text())["dataset_zoom"] == [1.0, 2.0]
 
 

@@ -28,12 +28,14 @@ class SequenceDataset(Dataset):
     Augmentation (``augment``; none by default, as the release trains) is drawn once per sample from a generator
     seeded by (seed, epoch, index), so runs and resumed runs see the same draws. ``zooms`` (one per record, default
     1) enlarge a sample about its centre before the augmentation's own zoom, cropped to the input with its boxes kept
-    inside: a dataset whose targets are smaller than the others' is shown at their size.
+    inside: a dataset whose targets are smaller than the others' is shown at their size. ``augments`` (one per record)
+    replaces ``augment`` record by record, e.g. each dataset with its own zoom range.
     """
 
     def __init__(self, records: Sequence[FrameRecord], input_shape: tuple[int, int], num_frame: int = 5,
                  augment: AugmentConfig | None = None, seed: int = 0, source: str = "dataset",
-                 frame_step: int = 1, zooms: Sequence[float] | None = None) -> None:
+                 frame_step: int = 1, zooms: Sequence[float] | None = None,
+                 augments: Sequence[AugmentConfig | None] | None = None) -> None:
         if num_frame < 2:
             raise SSTNetError(f"--num-frame {num_frame}: SSTNet needs at least 2 frames per sample")
         if not records:
@@ -42,6 +44,10 @@ class SequenceDataset(Dataset):
         self.input_shape = tuple(input_shape)
         self.num_frame = num_frame
         self.augment = augment if augment is not None and augment.enabled else None
+        self.augments = None if augments is None else [
+            config if config is not None and config.enabled else None for config in augments]
+        if self.augments is not None and len(self.augments) != len(self.records):
+            raise ValueError(f"{source}: {len(self.augments)} augmentations for {len(self.records)} records")
         self.zooms = [1.0] * len(self.records) if zooms is None else [float(zoom) for zoom in zooms]
         if len(self.zooms) != len(self.records):
             raise ValueError(f"{source}: {len(self.zooms)} zooms for {len(self.records)} records")
@@ -90,9 +96,10 @@ class SequenceDataset(Dataset):
         frames, letterboxes, nonfinite = self.load_window(index)
         boxes = letterboxes[-1].map_boxes(self.records[index].boxes)
         zoom = self.zooms[index]
-        if self.augment is not None or zoom != 1:
+        augment = self.augment if self.augments is None else self.augments[index]
+        if augment is not None or zoom != 1:
             rng = np.random.default_rng((self.seed, self.epoch, index))
-            frames, boxes = augment_sample(frames, boxes, self.augment or AugmentConfig(), rng, zoom)
+            frames, boxes = augment_sample(frames, boxes, augment or AugmentConfig(), rng, zoom)
             boxes = clip_boxes(boxes, self.input_shape)
         sample = np.stack([normalize(frame) for frame in frames], axis=1)
         targets = torch.from_numpy(boxes)

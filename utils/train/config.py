@@ -59,6 +59,7 @@ class DataConfig:
     mix_data: tuple[str, ...] = ()
     dataset_repeats: tuple[int, ...] | None = None
     dataset_zoom: tuple[float, ...] | None = None
+    dataset_scale: tuple[float, ...] | None = None
     all_frames: bool = False
     num_classes: int | None = None
     epoch_fraction: float = 0.2
@@ -82,6 +83,21 @@ class DataConfig:
             seen[real] = f"{flag} {root}"
         self._check_per_dataset("--dataset-repeats", self.dataset_repeats, "count(s)", 1)
         self._check_per_dataset("--dataset-zoom", self.dataset_zoom, "factor(s)", 0.25, 8)
+        self._check_scale_ranges()
+
+    def _check_scale_ranges(self) -> None:
+        """--dataset-scale: a MIN MAX pair per training set, each in the range --scale accepts."""
+        if self.dataset_scale is None:
+            return
+        expected = 2 * (1 + len(self.mix_data))
+        if len(self.dataset_scale) != expected:
+            raise SSTNetError(f"--dataset-scale: give {expected} numbers, a MIN MAX pair for --data-root and one per "
+                              f"--mix-data root, got {len(self.dataset_scale)}")
+        for low, high in self.scale_ranges:
+            check_number("--dataset-scale", low, 0.1, 10)
+            check_number("--dataset-scale", high, 0.1, 10)
+            if low > high:
+                raise SSTNetError(f"--dataset-scale {low:g} {high:g}: MIN is greater than MAX")
 
     def _check_per_dataset(self, flag: str, values: tuple | None, what: str, low: float,
                            high: float = math.inf) -> None:
@@ -104,6 +120,14 @@ class DataConfig:
     def zooms(self) -> tuple[float, ...]:
         """The zoom of each training set's samples: --data-root's, then each --mix-data root's."""
         return self.dataset_zoom or (1.0,) * (1 + len(self.mix_data))
+
+    @property
+    def scale_ranges(self) -> tuple[tuple[float, float], ...] | None:
+        """Each training set's augmentation zoom range (--dataset-scale), or None: --scale for every set."""
+        if self.dataset_scale is None:
+            return None
+        values = self.dataset_scale
+        return tuple((float(values[i]), float(values[i + 1])) for i in range(0, len(values), 2))
 
 
 @dataclass(frozen=True)
@@ -187,7 +211,7 @@ class RunConfig:
 GROUPS = {"model": ModelFlags, "data": DataConfig, "augment": AugmentConfig, "optim": OptimConfig,
           "start": StartConfig, "run": RunConfig}
 # Flat values that JSON turns into lists and the dataclasses hold as tuples.
-_TUPLES = {"mix_data", "dataset_repeats", "dataset_zoom", "scale", "hsv"}
+_TUPLES = {"mix_data", "dataset_repeats", "dataset_zoom", "dataset_scale", "scale", "hsv"}
 
 
 def _plain(name: str, value: Any) -> Any:

@@ -43,6 +43,10 @@ def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
                            "root's (default: 1 each), applied before the augmentation's --scale and cropped to the "
                            "input (boxes kept inside), e.g. 2 to show one dataset's 3-5 px targets at the size of "
                            "another's 8-10 px ones; score that dataset at twice its frame size (--input-size)")
+    data.add_argument("--dataset-scale", type=float, nargs="+", default=None, metavar="MIN MAX",
+                      help="the augmentation's zoom range per training set instead of --scale, a MIN MAX pair for "
+                           "--data-root, then one per --mix-data root, e.g. a wide range for a dataset with targets of "
+                           "many sizes and a narrow one for a dataset shown at one size by --dataset-zoom")
     data.add_argument("--all-frames", action="store_true",
                       help="also train and validate on the frames the annotation files list without boxes (no target "
                            "in view: negatives), as vid_map_coco.py --all-frames scores them (default: annotated "

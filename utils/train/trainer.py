@@ -12,6 +12,7 @@ import math
 import random
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -138,10 +139,18 @@ def split_records(ground_truth: CocoGroundTruth, all_frames: bool) -> list[Frame
     return ground_truth.records + (ground_truth.unannotated if all_frames else [])
 
 
-def training_records(data: DataConfig, train_gt: CocoGroundTruth) -> tuple[list[FrameRecord], list[float]]:
+class TrainingFrames(NamedTuple):
+    """The training frames with, per frame, its dataset's zoom and augmentation zoom range (None: --scale)."""
+
+    records: list[FrameRecord]
+    zooms: list[float]
+    scales: list[tuple[float, float] | None]
+
+
+def training_records(data: DataConfig, train_gt: CocoGroundTruth) -> TrainingFrames:
     """The training frames: the main training set's, then those of the ``--mix-data`` datasets (their
     ``--train-ann``, which must name the same classes in the same order), each listed ``--dataset-repeats`` times;
-    and each frame's zoom, its dataset's ``--dataset-zoom``."""
+    and each frame's zoom and augmentation zoom range, its dataset's ``--dataset-zoom`` and ``--dataset-scale``."""
     parts = [split_records(train_gt, data.all_frames)]
     ann = Path(data.train_ann)
     for root in data.mix_data:
@@ -151,8 +160,12 @@ def training_records(data: DataConfig, train_gt: CocoGroundTruth) -> tuple[list[
             raise SSTNetError(f"--mix-data {root}: its classes {category_names(ground_truth)} differ from the training "
                               f"set's {category_names(train_gt)}")
         parts.append(split_records(ground_truth, data.all_frames))
-    listed = [(part, zoom) for part, count, zoom in zip(parts, data.repeats, data.zooms) for _ in range(count)]
-    return ([record for part, _ in listed for record in part], [zoom for part, zoom in listed for _ in part])
+    scales = data.scale_ranges or (None,) * len(parts)
+    listed = [(part, zoom, scale) for part, count, zoom, scale in zip(parts, data.repeats, data.zooms, scales)
+              for _ in range(count)]
+    return TrainingFrames([record for part, _, _ in listed for record in part],
+                          [zoom for part, zoom, _ in listed for _ in part],
+                          [scale for part, _, scale in listed for _ in part])
 
 
 def restore_config(config: TrainConfig, saved: dict) -> TrainConfig:
@@ -244,12 +257,16 @@ class Trainer:
         data = self.config.data
         self.root = resolve_dataset_root(data.data_root)
         self.train_gt = load_split(data, self.root, "train")
-        train_records, train_zooms = training_records(data, self.train_gt)
+        frames = training_records(data, self.train_gt)
+        # One augmentation per --dataset-scale range, shared by that dataset's frames.
+        augments = {scale: dataclasses.replace(self.config.augment, scale=scale) for scale in set(frames.scales)
+                    if scale is not None}
         self.val_gt = load_split(data, resolve_dataset_root(data.val_root) if data.val_root else self.root, "val")
         self.num_classes = len(self.train_gt.category_ids)
-        self.train_set = SequenceDataset(train_records, self.input_shape, self.spec.num_frame,
+        self.train_set = SequenceDataset(frames.records, self.input_shape, self.spec.num_frame,
                                          augment=self.config.augment, seed=self.config.optim.seed,
-                                         source="training set", frame_step=self.spec.frame_step, zooms=train_zooms)
+                                         source="training set", frame_step=self.spec.frame_step, zooms=frames.zooms,
+                                         augments=[augments.get(scale, self.config.augment) for scale in frames.scales])
         self.val_set = SequenceDataset(split_records(self.val_gt, data.all_frames), self.input_shape,
                                        self.spec.num_frame, source="validation set", frame_step=self.spec.frame_step)
 
@@ -484,7 +501,9 @@ class Trainer:
         mixed = [str(Path(root).resolve()) for root in data.mix_data]
         return sidecar_record(self.spec, self.num_classes, category_names(self.train_gt),
                               {"data_root": str(Path(data.data_root).resolve()), "mix_data": mixed,
-                               "dataset_zoom": list(data.zooms), "epoch": epoch + 1, "commit": project_commit()})
+                               "dataset_zoom": list(data.zooms),
+                               "dataset_scale": [list(scale) for scale in data.scale_ranges or ()],
+                               "epoch": epoch + 1, "commit": project_commit()})
 
     def save(self, epoch: int, row: dict) -> None:
         """Weights (EMA, plain state dicts, each with its sidecar) and the resume checkpoint of a completed epoch."""
