@@ -110,6 +110,9 @@ REAL_L1_EPOCHS ?= $(REAL_EPOCHS)
 # Each training set's frames zoomed by this factor (DAUB, then the drone clips): 2 1 shows DAUB's 3-5 px targets at
 # twice their size, the drone clips' target size and the scale the paper reads DAUB at; 1 1: as recorded.
 REAL_DATASET_ZOOM ?= 2 1
+# Each training set's augmentation zoom range, a MIN MAX pair for DAUB, then one for the drone clips (--dataset-scale);
+# empty: the recipe's --scale 0.8 1.25 for both.
+REAL_DATASET_SCALE ?=
 REAL_FRAME_STEP := 4
 REAL_AUGMENT := --flip-lr 0.5 --flip-ud 0.5 --translate 0.25 --scale 0.8 1.25 --contrast 0.2 --brightness 0.05 \
 	--gamma 0.2 --noise 2
@@ -121,6 +124,7 @@ REAL_RECIPE := --input-size 256x320 --phi nano --lstm-hidden 16 --optimizer adam
 	$(REAL_AUGMENT) $(REAL_EMA) --eval-period 0 --select-by last
 REAL_TRAIN := $(REAL_RECIPE) --pretrained $(DEMO_START) --mix-data $(REAL_VIDEO_DATA) \
 	--dataset-repeats $(REAL_DAUB_REPEATS) 1 --dataset-zoom $(REAL_DATASET_ZOOM) --val-root $(REAL_VIDEO_DATA) \
+	$(if $(strip $(REAL_DATASET_SCALE)),--dataset-scale $(REAL_DATASET_SCALE)) \
 	--val-fraction 0.02 --epochs $(REAL_EPOCHS) --epoch-fraction $(REAL_EPOCH_FRACTION) \
 	--l1-loss-epochs $(REAL_L1_EPOCHS) --seed $(REAL_SEED)
 # The input size each test split is read at (DAUB, then the drone clips): a model sees best the target sizes it trained

@@ -2,6 +2,7 @@
 validation split of its own, and the augmentation that breaks the memory of one scene."""
 import csv
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -103,6 +104,24 @@ def make_real(tmp_path, data, *variables):
                            f"DATA={data}", f"REAL_OUT={tmp_path / 'out'}", f"REAL_VIDEO_DATA={tmp_path / 'drone'}",
                            f"REAL_WEIGHTS={tmp_path / 'ir.pth'}", *variables], cwd=REPO, capture_output=True,
                           text=True, timeout=900)
+
+
+def real_training_flags(*variables):
+    """The flags `make real` passes to train_daub.py, read from make's dry run."""
+    result = subprocess.run(["make", "-n", "--no-print-directory", "-o", ".venv/.installed", "real", *variables],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    script = result.stdout.replace("\\\n", " ")
+    command = script[script.index("train_daub.py") + len("train_daub.py"):]
+    return shlex.split(command[:command.index(";")])
+
+
+def test_make_real_takes_a_zoom_range_per_training_set():
+    flags = real_training_flags()
+    assert "--dataset-scale" not in flags and flags[flags.index("--scale") + 1:][:2] == ["0.8", "1.25"]
+    flags = real_training_flags("REAL_DATASET_SCALE=0.8 1.25 0.6 1.67")
+    config = parse_config(flags, DAUB)
+    assert config.data.scale_ranges == ((0.8, 1.25), (0.6, 1.67)) and config.augment.scale == (0.8, 1.25)
 
 
 @pytest.fixture
