@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -39,6 +41,16 @@ def daub_excerpt(source: Path, out: Path, frames: int) -> Path:
         write_coco(out / "annotations" / coco_file.name, images,
                    [item for item in data["annotations"] if item["image_id"] in kept], data["categories"])
     return out
+
+
+def make_training_flags(target: str, *variables: str) -> list[str]:
+    """The flags `make TARGET` passes to train_daub.py, read from make's dry run (``variables``: NAME=value)."""
+    result = subprocess.run(["make", "-n", "--no-print-directory", "-o", ".venv/.installed", target, *variables],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    script = result.stdout.replace("\\\n", " ")
+    command = script[script.index("train_daub.py") + len("train_daub.py"):]
+    return shlex.split(command[:command.index(";")])
 
 
 def link_drone_clips(folder: Path, clips) -> Path:

@@ -1,10 +1,9 @@
 """The committed json/ files and index txts are exactly what `make data` regenerates from the default seed, and the
 shipped starting weights fit the model `make demo` trains."""
-import shlex
 import subprocess
 import sys
 
-from conftest import REPO
+from conftest import REPO, make_training_flags
 
 
 def test_default_synthetic_dataset_regenerates_the_committed_files(tmp_path):
@@ -22,15 +21,6 @@ def test_default_synthetic_dataset_regenerates_the_committed_files(tmp_path):
         assert out.read_bytes() == (REPO / index).read_bytes()
 
 
-def demo_training_flags() -> list[str]:
-    """The flags `make demo` passes to train_daub.py, read from make's dry run."""
-    result = subprocess.run(["make", "-n", "--no-print-directory", "demo"], cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    script = result.stdout.replace("\\\n", " ")
-    command = script[script.index("train_daub.py") + len("train_daub.py"):]
-    return shlex.split(command[:command.index(";")])
-
-
 def test_the_shipped_starting_weights_fit_the_demo_model_and_say_what_they_are():
     from nets import Network
     from nets.weights import load_weights, read_trained_weights
@@ -38,7 +28,7 @@ def test_the_shipped_starting_weights_fit_the_demo_model_and_say_what_they_are()
     from utils.runtime.model_options import resolve_spec
     from utils.train.options import parse_config
 
-    config = parse_config(demo_training_flags(), DAUB)
+    config = parse_config(make_training_flags("demo"), DAUB)
     start = REPO / config.start.pretrained
     assert start.parent.name == "weights" and start.stat().st_size < 6 * 2**20
     trained, state = read_trained_weights(start)

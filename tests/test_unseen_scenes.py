@@ -2,15 +2,14 @@
 validation split of its own, and the augmentation that breaks the memory of one scene."""
 import csv
 import json
-import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import (DRONE_VIDEOS, REPO, assert_clean_error, daub_excerpt, link_drone_clips, run_script,
-                      tiny_synthetic_dataset)
+from conftest import (DRONE_VIDEOS, REPO, assert_clean_error, daub_excerpt, link_drone_clips, make_training_flags,
+                      run_script, tiny_synthetic_dataset)
 
 from utils.data.bundled import DAUB
 from utils.train.options import parse_config
@@ -106,20 +105,10 @@ def make_real(tmp_path, data, *variables):
                           text=True, timeout=900)
 
 
-def real_training_flags(*variables):
-    """The flags `make real` passes to train_daub.py, read from make's dry run."""
-    result = subprocess.run(["make", "-n", "--no-print-directory", "-o", ".venv/.installed", "real", *variables],
-                            cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    script = result.stdout.replace("\\\n", " ")
-    command = script[script.index("train_daub.py") + len("train_daub.py"):]
-    return shlex.split(command[:command.index(";")])
-
-
 def test_make_real_takes_a_zoom_range_per_training_set():
-    flags = real_training_flags()
+    flags = make_training_flags("real")
     assert "--dataset-scale" not in flags and flags[flags.index("--scale") + 1:][:2] == ["0.8", "1.25"]
-    flags = real_training_flags("REAL_DATASET_SCALE=0.8 1.25 0.6 1.67")
+    flags = make_training_flags("real", "REAL_DATASET_SCALE=0.8 1.25 0.6 1.67")
     config = parse_config(flags, DAUB)
     assert config.data.scale_ranges == ((0.8, 1.25), (0.6, 1.67)) and config.augment.scale == (0.8, 1.25)
 
