@@ -134,17 +134,20 @@ def test_each_record_can_carry_its_own_augmentation(tmp_path):
     for number in range(3):
         cv2.imwrite(str(folder / f"{number}.png"), frame)
     record = FrameRecord(folder / "2.png", np.array([[12, 12, 16, 16, 0]], np.float32))
-    # The shared augmentation halves every sample; the second record's own range doubles it instead, the third's
-    # (scale 1, nothing else) leaves it as it is.
-    dataset = SequenceDataset([record] * 3, (32, 32), 3, augment=AugmentConfig(scale=(0.5, 0.5)),
-                              augments=[None, AugmentConfig(scale=(2.0, 2.0)), AugmentConfig()])
+    # The second record's range doubles the sample, the third's (scale 1, nothing else) and the first's (None) leave
+    # it as it is.
+    dataset = SequenceDataset([record] * 3, (32, 32), 3,
+                              augment=[None, AugmentConfig(scale=(2.0, 2.0)), AugmentConfig()])
     assert dataset.augments == [None, AugmentConfig(scale=(2.0, 2.0)), None]
     np.testing.assert_allclose(dataset[1][1], [[12, 12, 8, 8, 0]])
     np.testing.assert_allclose(dataset[2][1], [[14, 14, 4, 4, 0]])
-    # None in the list means no augmentation for that record, not the shared one.
     np.testing.assert_allclose(dataset[0][1], [[14, 14, 4, 4, 0]])
-    halved = SequenceDataset([record], (32, 32), 3, augment=AugmentConfig(scale=(0.5, 0.5)))
-    np.testing.assert_allclose(halved[0][1], [[15, 15, 2, 2, 0]])  # half the size, towards the centre
+    # One config is shared by every record.
+    halved = SequenceDataset([record] * 2, (32, 32), 3, augment=AugmentConfig(scale=(0.5, 0.5)))
+    for sample in (halved[0], halved[1]):
+        np.testing.assert_allclose(sample[1], [[15, 15, 2, 2, 0]])  # half the size, towards the centre
+    with pytest.raises(ValueError, match="2 augmentations for 3 records"):
+        SequenceDataset([record] * 3, (32, 32), 3, augment=[None, None])
 
 
 def test_loader_with_workers_matches_the_main_process(tmp_path):

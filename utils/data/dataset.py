@@ -25,17 +25,16 @@ class SequenceDataset(Dataset):
 
     ``__getitem__`` returns a 3×T×H×W float32 array and an n×5 float32 tensor of (cx, cy, w, h, cls) in input
     pixels. Every window is checked when the dataset is built, so a missing frame fails at once, not mid-epoch.
-    Augmentation (``augment``; none by default, as the release trains) is drawn once per sample from a generator
-    seeded by (seed, epoch, index), so runs and resumed runs see the same draws. ``zooms`` (one per record, default
-    1) enlarge a sample about its centre before the augmentation's own zoom, cropped to the input with its boxes kept
-    inside: a dataset whose targets are smaller than the others' is shown at their size. ``augments`` (one per record)
-    replaces ``augment`` record by record, e.g. each dataset with its own zoom range.
+    Augmentation (``augment``: one config for every record, or one per record, e.g. each dataset with its own zoom
+    range; none by default, as the release trains) is drawn once per sample from a generator seeded by (seed, epoch,
+    index), so runs and resumed runs see the same draws. ``zooms`` (one per record, default 1) enlarge a sample about
+    its centre before the augmentation's own zoom, cropped to the input with its boxes kept inside: a dataset whose
+    targets are smaller than the others' is shown at their size.
     """
 
     def __init__(self, records: Sequence[FrameRecord], input_shape: tuple[int, int], num_frame: int = 5,
-                 augment: AugmentConfig | None = None, seed: int = 0, source: str = "dataset",
-                 frame_step: int = 1, zooms: Sequence[float] | None = None,
-                 augments: Sequence[AugmentConfig | None] | None = None) -> None:
+                 augment: AugmentConfig | Sequence[AugmentConfig | None] | None = None, seed: int = 0,
+                 source: str = "dataset", frame_step: int = 1, zooms: Sequence[float] | None = None) -> None:
         if num_frame < 2:
             raise SSTNetError(f"--num-frame {num_frame}: SSTNet needs at least 2 frames per sample")
         if not records:
@@ -43,10 +42,10 @@ class SequenceDataset(Dataset):
         self.records = list(records)
         self.input_shape = tuple(input_shape)
         self.num_frame = num_frame
-        self.augment = augment if augment is not None and augment.enabled else None
-        self.augments = None if augments is None else [
-            config if config is not None and config.enabled else None for config in augments]
-        if self.augments is not None and len(self.augments) != len(self.records):
+        per_record = [augment] * len(self.records) if augment is None or isinstance(augment, AugmentConfig) else augment
+        # None stands for "no augmentation" so that a sample with nothing to draw skips the generator.
+        self.augments = [config if config is not None and config.enabled else None for config in per_record]
+        if len(self.augments) != len(self.records):
             raise ValueError(f"{source}: {len(self.augments)} augmentations for {len(self.records)} records")
         self.zooms = [1.0] * len(self.records) if zooms is None else [float(zoom) for zoom in zooms]
         if len(self.zooms) != len(self.records):
@@ -96,7 +95,7 @@ class SequenceDataset(Dataset):
         frames, letterboxes, nonfinite = self.load_window(index)
         boxes = letterboxes[-1].map_boxes(self.records[index].boxes)
         zoom = self.zooms[index]
-        augment = self.augment if self.augments is None else self.augments[index]
+        augment = self.augments[index]
         if augment is not None or zoom != 1:
             rng = np.random.default_rng((self.seed, self.epoch, index))
             frames, boxes = augment_sample(frames, boxes, augment or AugmentConfig(), rng, zoom)

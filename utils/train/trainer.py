@@ -264,9 +264,9 @@ class Trainer:
         self.val_gt = load_split(data, resolve_dataset_root(data.val_root) if data.val_root else self.root, "val")
         self.num_classes = len(self.train_gt.category_ids)
         self.train_set = SequenceDataset(frames.records, self.input_shape, self.spec.num_frame,
-                                         augment=self.config.augment, seed=self.config.optim.seed,
-                                         source="training set", frame_step=self.spec.frame_step, zooms=frames.zooms,
-                                         augments=[augments.get(scale, self.config.augment) for scale in frames.scales])
+                                         augment=[augments.get(scale, self.config.augment) for scale in frames.scales],
+                                         seed=self.config.optim.seed, source="training set",
+                                         frame_step=self.spec.frame_step, zooms=frames.zooms)
         self.val_set = SequenceDataset(split_records(self.val_gt, data.all_frames), self.input_shape,
                                        self.spec.num_frame, source="validation set", frame_step=self.spec.frame_step)
 
