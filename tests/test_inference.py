@@ -168,6 +168,40 @@ def test_read_ahead_keeps_order_raises_in_place_and_stops_its_thread():
     assert closed.wait(5) and not any(thread.name == "read-ahead" for thread in threading.enumerate())
 
 
+def test_a_signal_while_the_read_ahead_thread_starts_still_stops_the_thread(monkeypatch):
+    """SIGTERM sent as the progress bar appears can land inside Thread.start (CI saw exit -6 once, the thread left
+    running into the exit): it is delivered once the thread has started, and the thread is stopped on the way out."""
+    import signal
+    import threading
+
+    from utils.infer.sources import read_ahead
+    from utils.runtime.signals import Terminated
+
+    def raise_terminated(signum, frame):
+        raise Terminated
+
+    start = threading.Thread.start
+
+    def start_then_signal(thread):
+        start(thread)
+        signal.raise_signal(signal.SIGTERM)
+
+    def endless():
+        while True:
+            yield 0
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        monkeypatch.setattr(threading.Thread, "start", start_then_signal)
+        with pytest.raises(Terminated):
+            next(read_ahead(endless(), depth=1))
+        monkeypatch.undo()
+        assert not any(thread.name == "read-ahead" for thread in threading.enumerate())
+        assert signal.getsignal(signal.SIGTERM) is raise_terminated
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_read_ahead_left_unclosed_does_not_abort_the_exit(tmp_path):
     """A stop can leave the read-ahead generator unclosed (the traceback of Ctrl-C / SIGTERM holds it): the process
     must still exit with its own code, not abort while the thread is inside OpenCV (CI saw exit -6 after SIGTERM)."""

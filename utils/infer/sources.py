@@ -25,6 +25,7 @@ from ..data.preprocess import preprocess_frame
 from ..data.sequence import SequenceFolders, frame_number, window_numbers
 from ..errors import SSTNetError, report
 from ..runtime.cpus import available_cpus
+from ..runtime.signals import signals_held
 
 Item = TypeVar("Item")
 
@@ -185,14 +186,18 @@ def read_ahead(items: Iterator[Item], depth: int = 2) -> Iterator[Item]:
 
     def stop_producer() -> None:
         stop.set()
-        producer.join()
+        if producer.is_alive():
+            producer.join()
 
     producer = threading.Thread(target=produce, name="read-ahead", daemon=True)
-    producer.start()
     # A generator left unclosed (held by the traceback of a Ctrl-C, say) would leave the thread running into the
     # interpreter's exit, which kills it inside OpenCV's C++ and aborts the process; exit stops it first instead.
     atexit.register(stop_producer)
     try:
+        # A signal raised inside start() would leave the thread running past this try (CI saw exit -6 after a
+        # SIGTERM sent as the progress bar appeared): it is held until the thread has started.
+        with signals_held():
+            producer.start()
         while True:
             item, error = handoff.get()
             if error is not None:
