@@ -42,34 +42,34 @@ class StopRequest:
 
     @contextmanager
     def installed(self) -> Iterator[StopRequest]:
-        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        with handlers_replaced(self._handle, (signal.SIGINT, signal.SIGTERM)):
             yield self
-            return
-        previous = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+
+
+@contextmanager
+def handlers_replaced(handler: Callable, signums: tuple[int, ...]) -> Iterator[None]:
+    """``handler`` for ``signums`` inside the block, the previous handlers restored after it. Python runs signal
+    handlers in the main thread only (and sets them there only), so elsewhere the block runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, earlier in previous.items():
+            signal.signal(signum, earlier)
 
 
 @contextmanager
 def signals_held(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
     """Hold SIGINT and SIGTERM for a few steps that must not be cut in two (a thread started and its stop put in
-    place), then deliver them to the handlers that were there. Python runs signal handlers in the main thread only,
-    so elsewhere the block runs as is; a handler not set from Python is left alone."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    place), then deliver them to the handlers that were there. A handler not set from Python is left alone."""
     held: list[int] = []
-    previous = {signum: signal.getsignal(signum) for signum in signums}
-    previous = {signum: handler for signum, handler in previous.items() if handler is not None}
-    for signum in previous:
-        signal.signal(signum, lambda number, frame: held.append(number))
+    from_python = tuple(signum for signum in signums if signal.getsignal(signum) is not None)
     try:
-        yield
+        with handlers_replaced(lambda number, frame: held.append(number), from_python):
+            yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         if held:
             signal.raise_signal(held[0])
