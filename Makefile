@@ -100,7 +100,8 @@ REAL_VIDEO_DATA ?= datasets/drone_ir
 REAL_OUT ?= real_out
 REAL_WEIGHTS ?= weights/sstnet_nano_ir.pth
 REAL_EPOCHS ?= 30
-REAL_EPOCH_FRACTION ?= 0.019
+# Batches of 4 per epoch, whatever REAL_DAUB_REPEATS makes the frame count: 30 epochs of 100 steps = 3,000 steps.
+REAL_EPOCH_STEPS ?= 100
 REAL_SEED ?= 2023
 # How many times DAUB's 400 training frames are listed beside the 17,136 drone key frames.
 REAL_DAUB_REPEATS ?= 10
@@ -125,7 +126,7 @@ REAL_RECIPE := --input-size 256x320 --phi nano --lstm-hidden 16 --optimizer adam
 REAL_TRAIN := $(REAL_RECIPE) --pretrained $(DEMO_START) --mix-data $(REAL_VIDEO_DATA) \
 	--dataset-repeats $(REAL_DAUB_REPEATS) 1 --dataset-zoom $(REAL_DATASET_ZOOM) --val-root $(REAL_VIDEO_DATA) \
 	$(if $(strip $(REAL_DATASET_SCALE)),--dataset-scale $(REAL_DATASET_SCALE)) \
-	--val-fraction 0.02 --epochs $(REAL_EPOCHS) --epoch-fraction $(REAL_EPOCH_FRACTION) \
+	--val-fraction 0.02 --epochs $(REAL_EPOCHS) --epoch-steps $(REAL_EPOCH_STEPS) \
 	--l1-loss-epochs $(REAL_L1_EPOCHS) --seed $(REAL_SEED)
 # The input size each test split is read at (DAUB, then the drone clips): a model sees best the target sizes it trained
 # on, so a dataset shown zoomed in training is scored at the same zoom.
@@ -165,8 +166,6 @@ FINETUNE_OUT ?= finetune_out
 FINETUNE_SEEDS ?= 2023 1 2
 FINETUNE_BASE_SEED ?= 2023
 FINETUNE_EPOCHS ?= 10
-# 30 epochs of 100 steps of 4, as in `make real`, out of the 17,136 drone training key frames with a full window.
-DRONE_ONLY_FRACTION := 0.0234
 FINETUNE_BASE := $(FINETUNE_OUT)/drone_only/best_epoch_weights.pth
 FINETUNE_TRAIN = $(REAL_RECIPE) --epochs $(FINETUNE_EPOCHS) --epoch-fraction 1 --val-fraction 0.1 --seed $*
 FINETUNE_SCORE = $(PY) vid_map_coco.py --data-root $(DATA) --all-frames --per-sequence --quiet
@@ -174,7 +173,7 @@ FINETUNE_SCORE = $(PY) vid_map_coco.py --data-root $(DATA) --all-frames --per-se
 $(FINETUNE_BASE): | $(STAMP)
 	@set -e; $(CHECK_REAL_DATA); \
 	$(PY) train_daub.py --data-root $(REAL_VIDEO_DATA) $(REAL_RECIPE) --pretrained $(DEMO_START) --val-fraction 0.02 \
-		--epochs $(REAL_EPOCHS) --epoch-fraction $(DRONE_ONLY_FRACTION) --seed $(FINETUNE_BASE_SEED) \
+		--epochs $(REAL_EPOCHS) --epoch-steps $(REAL_EPOCH_STEPS) --seed $(FINETUNE_BASE_SEED) \
 		--save-dir $(FINETUNE_OUT)/drone_only; \
 	$(PY) vid_map_coco.py --weights $@ --data-root $(DATA) --all-frames --per-sequence --quiet \
 		--out-dir $(FINETUNE_OUT)/drone_only/map_daub

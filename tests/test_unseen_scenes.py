@@ -46,6 +46,27 @@ def test_mix_data_adds_the_other_training_splits_and_val_root_moves_validation(t
     assert json.loads((tmp_path / "run" / "args.json").read_text())["dataset_zoom"] == [1.0, 2.0]
 
 
+def test_epoch_steps_keep_the_epoch_length_when_repeats_change_the_frames(two_datasets, tmp_path):
+    a, b = two_datasets
+    at = TINY.index("--epoch-fraction")
+    flags = ["--data-root", str(a), "--mix-data", str(b), *TINY[:at], *TINY[at + 2:]]
+    for repeats in ("1", "3"):
+        trainer = Trainer(parse_config([*flags, "--dataset-repeats", repeats, "1", "--epoch-steps", "4", "--save-dir",
+                                        str(tmp_path / repeats)], DAUB))
+        training, _ = trainer.samplers(2)
+        assert len(trainer.train_set) == 6 * int(repeats) + 12 and training.steps == 4 and len(training) == 8
+        assert len(set(training)) == 8  # drawn without repetition inside the epoch
+    assert Trainer(parse_config([*flags, "--epoch-fraction", "1", "--save-dir", str(tmp_path / "fraction")],
+                                DAUB)).samplers(2)[0].steps == 9
+    flags += ["--save-dir", str(tmp_path / "run")]
+    result = run_script("train_daub.py", *flags, "--epoch-steps", "10")
+    assert_clean_error(result, "training set: --epoch-steps 10", "18 frames fill (9 of 2)")
+    result = run_script("train_daub.py", *flags, "--epoch-steps", "0")
+    assert_clean_error(result, "--epoch-steps 0: must be at least 1")
+    result = run_script("train_daub.py", *flags, "--epoch-fraction", "1", "--epoch-steps", "2")
+    assert result.returncode != 0 and "not allowed with argument" in result.stderr
+
+
 def test_mixing_a_dataset_with_other_classes_is_refused(two_datasets, tmp_path):
     a, b = two_datasets
     other = shutil.copytree(b, tmp_path / "other")
@@ -130,7 +151,7 @@ def test_make_real_trains_on_daub_and_the_imported_videos_scores_both_test_split
     # The first 20 frames of each DAUB clip: the test splits are scored twice at 512x640, and every frame would take
     # minutes of the suite.
     daub_real = daub_excerpt(daub_real, tmp_path / "daub_real", frames=20)
-    result = make_real(tmp_path, daub_real, f"DRONE={two_drone_clips}", "REAL_EPOCHS=1", "REAL_EPOCH_FRACTION=0.005")
+    result = make_real(tmp_path, daub_real, f"DRONE={two_drone_clips}", "REAL_EPOCHS=1", "REAL_EPOCH_STEPS=1")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     drone = json.loads((tmp_path / "drone/annotations/instances_test2017.json").read_text())
     assert [video["name"] for video in drone["videos"]] == ["IR_BIRD_002"]
@@ -143,6 +164,7 @@ def test_make_real_trains_on_daub_and_the_imported_videos_scores_both_test_split
     assert sidecar["model"]["frame_step"] == 4
     args = json.loads((run / "args.json").read_text())
     assert args["dataset_repeats"] == [10, 1] and args["select_by"] == "last" and args["eval_period"] == 0
+    assert args["epoch_steps"] == 1
     # DAUB shown at twice its size and scored so; the L1 box term in every epoch.
     assert args["dataset_zoom"] == [2, 1] and sidecar["dataset_zoom"] == [2, 1] and args["l1_loss_epochs"] == 1
     assert "input size per --data-root: daub_real 512x640, drone 256x320" in result.stdout

@@ -63,6 +63,7 @@ class DataConfig:
     all_frames: bool = False
     num_classes: int | None = None
     epoch_fraction: float = 0.2
+    epoch_steps: int | None = None
     val_fraction: float = 1.0
     workers: int = 0
 
@@ -70,6 +71,7 @@ class DataConfig:
         check_number("--workers", self.workers, 0)
         check_number("--num-classes", self.num_classes, 1)
         check_number("--epoch-fraction", self.epoch_fraction, 0, 1, low_open=True)
+        check_number("--epoch-steps", self.epoch_steps, 1)
         check_number("--val-fraction", self.val_fraction, 0, 1, low_open=True)
         roots = [("--mix-data", root) for root in self.mix_data]
         if self.data_root:

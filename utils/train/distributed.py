@@ -73,18 +73,21 @@ class EpochSubsetSampler(Sampler[int]):
     The release trains every epoch on the first ``(len // batch) // 5`` batches of a reshuffled loader, i.e. a
     random fifth of the frames; ``fraction`` generalises the fifth. The permutation depends only on
     (seed, epoch), so a resumed run draws the same subsets. Without shuffling (validation) the subset is the
-    first frames in order.
+    first frames in order. ``steps`` (``--epoch-steps``) sets the batches per epoch instead of ``fraction``.
     """
 
     def __init__(self, length: int, global_batch: int, fraction: float = 1.0, seed: int = 0, shuffle: bool = True,
-                 info: DistInfo = DistInfo(), name: str = "dataset") -> None:
+                 info: DistInfo = DistInfo(), name: str = "dataset", steps: int | None = None) -> None:
         if not 0 < fraction <= 1:
             raise SSTNetError(f"{name}: the fraction of frames per epoch must be in (0, 1], got {fraction}")
         full_steps = length // global_batch
         if full_steps == 0:
             raise SSTNetError(f"{name}: {length} frames do not fill one batch of {global_batch}; "
                               "lower --batch-size or add data")
-        self.steps = max(1, int(full_steps * fraction + 1e-9))
+        if steps is not None and steps > full_steps:
+            raise SSTNetError(f"{name}: --epoch-steps {steps} asks for more batches than its {length} frames fill "
+                              f"({full_steps} of {global_batch}); lower --epoch-steps or add data")
+        self.steps = steps if steps is not None else max(1, int(full_steps * fraction + 1e-9))
         self.length = length
         self.global_batch = global_batch
         self.seed = seed

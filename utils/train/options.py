@@ -54,8 +54,13 @@ def build_parser(defaults: DatasetDefaults) -> argparse.ArgumentParser:
     data.add_argument("--num-classes", type=int, default=None,
                       help="classes of index-txt data (default: largest class index + 1)")
     add_augment_arguments(parser)
-    data.add_argument("--epoch-fraction", type=float, default=0.2,
-                      help="fraction of the training frames drawn at random for each epoch (release: a fifth)")
+    epoch_size = data.add_mutually_exclusive_group()
+    epoch_size.add_argument("--epoch-fraction", type=float, default=0.2,
+                            help="fraction of the training frames drawn at random for each epoch (release: a fifth)")
+    epoch_size.add_argument("--epoch-steps", type=int, default=None, metavar="N",
+                            help="batches per epoch, drawn at random from the training frames, instead of "
+                                 "--epoch-fraction: the epoch keeps its length when --dataset-repeats or --mix-data "
+                                 "change how many frames there are")
     data.add_argument("--val-fraction", type=float, default=1.0,
                       help="fraction of the validation frames used for the validation loss")
     data.add_argument("--workers", type=int, default=None, help=WORKERS_HELP)

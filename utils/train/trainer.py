@@ -364,7 +364,7 @@ class Trainer:
         """The training and validation samplers for a total batch of ``batch_size``."""
         data, seed = self.config.data, self.config.optim.seed
         return (EpochSubsetSampler(len(self.train_set), batch_size, data.epoch_fraction, seed, shuffle=True,
-                                   info=self.dist, name="training set"),
+                                   info=self.dist, name="training set", steps=data.epoch_steps),
                 EpochSubsetSampler(len(self.val_set), batch_size, data.val_fraction, seed, shuffle=False,
                                    info=self.dist, name="validation set"))
 
